@@ -1,0 +1,179 @@
+"""Crash-safe checkpoints: the best model for export and the whole training state for resuming."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over ``path``.
+
+    A kill at any moment leaves either the previous complete file or the new complete file, never a partial one
+    (ignite's and MONAI's savers delete the previous file before writing a same-named new one).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never arbitrary pickles.
+
+    Raises:
+        ValueError: naming the file, when it holds objects that weights-only loading refuses (a crafted pickle).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises UnpicklingError / RuntimeError for refused globals and corrupt files
+        raise ValueError(f"{path}: refused to load (not a weights-only checkpoint or corrupt): {e}") from e
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+    }
+
+
+def _set_rng_state(state: Mapping) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+
+
+class TrainingCheckpointer:
+    """Keeps ``model.pt`` (best network weights) and ``checkpoint_last.pt`` (everything needed to resume).
+
+    At the end of every epoch, after validation: if the evaluator's key metric improved (and the warm-up epochs are
+    over), the network's state dict is written to ``best_path``; then the state dicts of ``save_dict``, the trainer's
+    epoch/iteration, the best score and the RNG states are written to ``last_path``. Both writes are atomic.
+    With ``resume=True`` the last checkpoint, when present, is restored when the trainer starts, so a run killed at
+    any point continues from its last complete epoch to the planned ``max_epochs``.
+
+    Args:
+        network: the network whose weights ``best_path`` holds.
+        save_dict: objects with ``state_dict``/``load_state_dict`` to resume (optimizer, scheduler, sampler, ...).
+        evaluator: the validation engine whose ``state.metrics[key_metric]`` selects the best model; ``None`` keeps
+            the last epoch's weights as the best.
+        key_metric: name of the metric in ``evaluator.state.metrics``.
+        lower_is_better: ``True`` for losses.
+        best_path: where the best network weights go (``models/model.pt``).
+        last_path: where the resumable state goes (``models/checkpoint_last.pt``).
+        warmup_epochs: epochs during which no model is selected (the paper's warm-up).
+        resume: restore ``last_path`` at start when it exists.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_dict: Mapping[str, Any],
+        evaluator: Engine | None = None,
+        key_metric: str = "prognosis_loss",
+        lower_is_better: bool = True,
+        best_path: str = "models/model.pt",
+        last_path: str = "models/checkpoint_last.pt",
+        warmup_epochs: int = 0,
+        resume: bool = False,
+    ) -> None:
+        self.network = network
+        self.save_dict = dict(save_dict)
+        self.evaluator = evaluator
+        self.key_metric = key_metric
+        self.sign = -1.0 if lower_is_better else 1.0
+        self.best_path = Path(best_path)
+        self.last_path = Path(last_path)
+        self.warmup_epochs = warmup_epochs
+        self.resume = resume
+        self.best_score = -math.inf
+        self.best_epoch = 0
+
+    def attach(self, engine: Engine) -> None:
+        if self.resume:
+            engine.add_event_handler(Events.STARTED, self.restore)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def _score(self) -> float:
+        if self.evaluator is None:
+            return 0.0
+        value = self.evaluator.state.metrics.get(self.key_metric, math.nan)
+        return self.sign * float(value)
+
+    def save(self, engine: Engine) -> None:
+        epoch = engine.state.epoch
+        score = self._score()
+        if epoch > self.warmup_epochs and not math.isnan(score) and (score > self.best_score or self.evaluator is None):
+            self.best_score, self.best_epoch = score, epoch
+            atomic_save(self.network.state_dict(), self.best_path)
+            logger.info(f"epoch {epoch}: new best {self.key_metric}={self.sign * score:.4f}, saved {self.best_path}")
+        state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        state["network"] = self.network.state_dict()
+        state["trainer"] = {"epoch": epoch, "iteration": engine.state.iteration}
+        state["checkpointer"] = {"best_score": self.best_score, "best_epoch": self.best_epoch}
+        state["rng"] = _rng_state()
+        atomic_save(state, self.last_path)
+
+    def restore(self, engine: Engine) -> None:
+        if not self.last_path.exists():
+            logger.info(f"resume: no {self.last_path} yet, starting from scratch")
+            return
+        state = load_checkpoint(self.last_path)
+        self.network.load_state_dict(state["network"])
+        for name, obj in self.save_dict.items():
+            obj.load_state_dict(state[name])
+        engine.state.epoch = state["trainer"]["epoch"]
+        engine.state.iteration = state["trainer"]["iteration"]
+        self.best_score = state["checkpointer"]["best_score"]
+        self.best_epoch = state["checkpointer"]["best_epoch"]
+        _set_rng_state(state["rng"])
+        logger.info(f"resumed from {self.last_path} at epoch {engine.state.epoch} (best epoch {self.best_epoch})")
+
+
+class WeightsLoader:
+    """Loads network weights (``models/model.pt``) with weights-only loading when the engine starts.
+
+    Used by evaluation in place of MONAI's ``CheckpointLoader`` so that every checkpoint the bundle reads goes
+    through :func:`load_checkpoint` (no arbitrary unpickling), with an error naming the file when it is missing.
+    """
+
+    def __init__(self, path: str, network: torch.nn.Module, strict: bool = True) -> None:
+        self.path = Path(path)
+        self.network = network
+        self.strict = strict
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no trained weights; run training first or set --checkpoint")
+        self.network.load_state_dict(load_checkpoint(self.path), strict=self.strict)
+        logger.info(f"loaded weights from {self.path}")

@@ -1,0 +1,184 @@
+"""DICOM inference on a file, folder or datalist: a result row for every good file, an error row for every bad one."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.data import load_decathlon_datalist
+
+from bundle.tasks import Task, TaskSet
+
+logger = logging.getLogger(__name__)
+
+
+def find_inputs(input_path: str | os.PathLike) -> list[str]:
+    """Resolve the inference input: one DICOM file, a folder searched recursively, or a datalist JSON.
+
+    Every regular file under a folder is a candidate (DICOM files often have no suffix); those that are not
+    readable radiographs get an error row rather than being skipped silently.
+    """
+    path = Path(input_path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: inference input does not exist")
+    if path.is_dir():
+        return sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if path.suffix.lower() == ".json":
+        return [str(item["image"]) for item in load_decathlon_datalist(str(path), data_list_key="data")]
+    return [str(path)]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def task_columns(task: Task, values: torch.Tensor) -> dict[str, Any]:
+    """Result columns of one task for one image, named from the task's declaration.
+
+    Classification: ``<task>_prob_<class>`` and ``<task>_class`` per group (groups after the first are suffixed
+    with their index), plus ``<task>_expected`` (probability-weighted ``class_values``) when the task declares
+    values for its classes, e.g. the expected Brixia global score. Regression: ``<task>_<channel>``.
+    """
+    if task.kind != "classification":
+        return {f"{task.name}_{channel}": float(v) for channel, v in zip(task.channels, values.tolist(), strict=True)}
+    columns: dict[str, Any] = {}
+    for group, probs in enumerate(values.reshape(task.groups, len(task.classes))):
+        prefix = task.name if group == 0 else f"{task.name}{group}"
+        columns |= {f"{prefix}_prob_{c}": float(p) for c, p in zip(task.classes, probs.tolist(), strict=True)}
+        columns[f"{prefix}_class"] = task.classes[int(probs.argmax())]
+        if task.class_values:
+            columns[f"{prefix}_expected"] = float((probs * torch.tensor(task.class_values)).sum())
+    return columns
+
+
+class DicomInference:
+    """Runs the bundle's network on DICOM radiographs and writes ``predictions.csv`` and ``predictions.json``.
+
+    Each file goes through the same ``preprocessing`` as evaluation (DICOM decoding included); a file that fails
+    (unreadable, not a radiograph, ...) becomes a row with ``status=error`` and the reason, and the run goes on.
+    Rows carry the file path and SOPInstanceUID only: never patient name, ID or birth date.
+
+    Args:
+        network: the multi-head network (``image`` -> ``pred``).
+        tasks: the task declarations; they name the output columns.
+        preprocessing: maps ``{"image": path}`` to a dict whose ``image`` is a (C, H, W) tensor.
+        input_path: a DICOM file, a folder (searched recursively) or a datalist JSON.
+        output_dir: where the two result files go (written atomically).
+        device: torch device.
+        batch_size: images per forward pass.
+        checkpoint: optional weights file (weights-only loading) for the network.
+        strict: raise after writing the results when any file failed (default: exit normally with a summary).
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        tasks: TaskSet | Sequence[dict],
+        preprocessing: Callable[[dict], dict],
+        input_path: str,
+        output_dir: str,
+        device: str | torch.device = "cpu",
+        batch_size: int = 8,
+        checkpoint: str | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.network = network
+        self.tasks = tasks if isinstance(tasks, TaskSet) else TaskSet(tasks)
+        self.preprocessing = preprocessing
+        self.input_path = input_path
+        self.output_dir = Path(output_dir)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.checkpoint = checkpoint
+        self.strict = strict
+
+    def _prepared(self, files: Sequence[str]) -> Iterator[tuple[str, dict | None, str]]:
+        for file in files:
+            try:
+                yield file, self.preprocessing({"image": file}), ""
+            except Exception as e:  # any failure of one file is that file's error row, never the run's end
+                while e.__cause__ is not None:  # MONAI's Compose wraps the transform's own error
+                    e = e.__cause__
+                reason = str(e) or type(e).__name__
+                logger.warning(f"{file}: skipped: {reason}")
+                yield file, None, reason
+
+    def _result_columns(self, pred: torch.Tensor) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = [{} for _ in range(pred.shape[0])]
+        probabilities = self.tasks.probabilities(pred)
+        for task in self.tasks:
+            for row, values in zip(rows, probabilities[task.name], strict=True):
+                row.update(task_columns(task, values))
+        return rows
+
+    def run(self) -> dict[str, Any]:
+        """Predict every input file; return the summary (counts and output paths)."""
+        if self.checkpoint:
+            from bundle.engine.checkpoint import load_checkpoint
+
+            self.network.load_state_dict(load_checkpoint(self.checkpoint))
+        self.network.to(self.device).eval()
+        files = find_inputs(self.input_path)
+        rows: list[dict[str, Any]] = []
+        batch: list[tuple[str, dict]] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            images = torch.stack([torch.as_tensor(item["image"]) for _, item in batch]).to(self.device)
+            with torch.no_grad():
+                pred = self.network(images).float().cpu()
+            for (file, item), columns in zip(batch, self._result_columns(pred), strict=True):
+                uid = getattr(item["image"], "meta", {}).get("SOPInstanceUID", "")
+                rows.append({"file": file, "status": "ok", "error": "", "SOPInstanceUID": uid} | columns)
+            batch.clear()
+
+        for file, item, reason in self._prepared(files):
+            if item is None:
+                rows.append({"file": file, "status": "error", "error": reason, "SOPInstanceUID": ""})
+                continue
+            batch.append((file, item))
+            if len(batch) == self.batch_size:
+                flush()
+        flush()
+        rows.sort(key=lambda r: files.index(r["file"]))
+        summary = self._write(rows)
+        logger.info(f"inference: {summary['ok']} ok, {summary['errors']} errors -> {summary['csv']}")
+        if self.strict and summary["errors"]:
+            raise RuntimeError(f"{summary['errors']} of {summary['total']} inputs failed; see {summary['csv']}")
+        return summary
+
+    def _write(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        columns: list[str] = []
+        for row in rows:
+            columns += [c for c in row if c not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        csv_path, json_path = self.output_dir / "predictions.csv", self.output_dir / "predictions.json"
+        write_text_atomic(csv_path, buffer.getvalue())
+        clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+        write_text_atomic(json_path, json.dumps(clean, indent=1))
+        ok = sum(row["status"] == "ok" for row in rows)
+        return {"total": len(rows), "ok": ok, "errors": len(rows) - ok, "csv": str(csv_path), "json": str(json_path)}
