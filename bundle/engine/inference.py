@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from monai.data import load_decathlon_datalist
 
+from bundle.data.dicom import DicomInputError
 from bundle.tasks import Task, TaskSet
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,21 @@ def find_inputs(input_path: str | os.PathLike) -> list[str]:
     if path.suffix.lower() == ".json":
         return [str(item["image"]) for item in load_decathlon_datalist(str(path), data_list_key="data")]
     return [str(path)]
+
+
+def failure_reason(error: BaseException) -> str:
+    """The reason a file failed, from the error MONAI's ``Compose`` wraps around the transform's own error.
+
+    A ``DicomInputError`` anywhere in the chain gives its reason (the file is named in its own column); otherwise
+    the innermost error's message.
+    """
+    chain = [error]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    for item in chain:
+        if isinstance(item, DicomInputError):
+            return item.reason
+    return f"{type(chain[-1]).__name__}: {chain[-1]}"
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -117,9 +133,7 @@ class DicomInference:
             try:
                 yield file, self.preprocessing({"image": file}), ""
             except Exception as e:  # any failure of one file is that file's error row, never the run's end
-                while e.__cause__ is not None:  # MONAI's Compose wraps the transform's own error
-                    e = e.__cause__
-                reason = str(e) or type(e).__name__
+                reason = failure_reason(e)
                 logger.warning(f"{file}: skipped: {reason}")
                 yield file, None, reason
 

@@ -42,13 +42,14 @@ FALLBACK_BOX: tuple[float, float, float, float] = (0.08, 0.85, 0.08, 0.92)
 #: Meta-data key of the mask, and suffix of the dictionary key, that says the fallback box was used.
 FALLBACK_META_KEY = "lung_mask_fallback"
 
-# Segmentation parameters, for the working image (long side ``_WORK_SIZE`` pixels).
+# Segmentation parameters, for the working image (long side ``_WORK_SIZE`` pixels; disk radii in its pixels).
 _WORK_SIZE = 256
-_QUANTILES = np.linspace(0.05, 0.8, 31)  # threshold sweep, as quantiles of the normalised image
+_QUANTILES = np.linspace(0.05, 0.8, 21)  # dark-threshold sweep, as quantiles of the normalised working image
 _LUNG_AREA = (0.01, 0.3)  # plausible area of one lung, as a fraction of the image
 _LUNG_CENTROID_ROWS = (0.15, 0.75)  # plausible centroid row of a lung, as a fraction of the height
 _MAX_ACROSS_MIDLINE = 0.1  # a lung lies on one side of the spine: at most this fraction of it across the midline
-
+_OPEN_RADIUS = 3  # cuts dark bridges thinner than ~7 px (trachea, gaps between ribs and soft tissue)
+_CLOSE_RADIUS = 15  # fills notches up to ~30 px that opacities bite into the lung outline
 
 class LungFieldMask(Transform):
     """Segment both lung fields of a chest radiograph with classical image processing.
@@ -59,14 +60,20 @@ class LungFieldMask(Transform):
 
     1. normalise the 1st-99th percentile range to [0, 1] and smooth, so that noise and burnt-in text do not matter;
     2. find the midline as the brightest vertical band (spine and mediastinum) in the central part of the image;
-    3. sweep a dark threshold; at each level, open the dark mask (cuts thin bridges such as the trachea or a skin fold
-       to the outside air), drop components touching the image border (outside air) and keep, on each side of the
-       midline, the largest component with a lung-like size and position; per side, keep the level giving the
-       largest such component: a lung grows with the threshold until it would leak into the outside air or across
-       the spine, where it stops being plausible;
-    4. fill holes and smooth the outline with a closing and an opening, so that opacities inside the lung (the very
-       findings the model must see) do not punch holes or notches into the mask;
-    5. upsample the mask to the full image size (bilinear, then 0.5 threshold, for smooth edges).
+    3. sweep a dark threshold; at each level, open the dark mask (cuts thin bridges such as the trachea or a gap
+       between ribs), drop components touching the left, right or bottom border (outside air; apices may be cut by
+       the top border) and keep, on each side of the midline, the largest component with a lung-like area and
+       centroid that does not cross the spine; per side, keep the level giving the largest such component: a lung
+       grows with the threshold until it would leak into the outside air or across the spine;
+    4. if only one lung is found (e.g. a lung whitened by consolidation or effusion), mirror it about the midline,
+       so that the lung box still spans both sides of the chest;
+    5. per lung, close, open and fill holes, so that opacities (the very findings the model must see) do not punch
+       holes or notches into the mask;
+    6. upsample the mask to the full image size (bilinear, then 0.5 threshold, for smooth edges).
+
+    Limitation: a lung region made as dense as soft tissue by consolidation is not dark, so it is left out of the
+    mask when it is larger than the closing can bridge (about 12% of the image's long side); the other lung and the
+    crop margin usually still keep it inside the lung box.
 
     When no component passes the checks (a blank image, a non-chest image, a failed exposure), the mask is the
     central :data:`FALLBACK_BOX` and the output's meta-data carries ``lung_mask_fallback=True``.
@@ -162,17 +169,23 @@ def _segment_lungs(image: np.ndarray) -> np.ndarray:
         return np.zeros(image.shape, dtype=bool)
     x = filters.gaussian(np.clip((image - low) / (high - low), 0, 1), sigma=1.0)
     midline = _midline(x)
-    opening = morphology.disk(3)
+    opening = morphology.disk(_OPEN_RADIUS)
     best: dict[int, np.ndarray] = {}
     for threshold in np.quantile(x, _QUANTILES):
         for side, component in _lung_candidates(morphology.opening(x < threshold, opening), midline).items():
             if side not in best or component.sum() > best[side].sum():
                 best[side] = component
+    if len(best) == 1:  # one lung found: its mirror image about the midline stands in for the other
+        (found,) = best.values()
+        source = 2 * midline - np.arange(x.shape[1])
+        inside = (source >= 0) & (source < x.shape[1])
+        best[-1] = np.zeros_like(found)
+        best[-1][:, inside] = found[:, source[inside]]
     lungs = np.zeros(image.shape, dtype=bool)
-    for component in best.values():
-        lungs |= ndi.binary_fill_holes(morphology.opening(morphology.closing(component, morphology.disk(5)), opening))
+    for component in best.values():  # each lung alone, so that closing never bridges the mediastinum
+        smooth = morphology.opening(morphology.closing(component, morphology.disk(_CLOSE_RADIUS)), opening)
+        lungs |= ndi.binary_fill_holes(smooth)
     return lungs
-
 
 class LungFieldMaskd(MapTransform):
     """Dictionary wrapper of :class:`LungFieldMask`: writes the lung mask and its fallback flag into the record.
