@@ -18,6 +18,12 @@ Everything else is derived here, so adding a task touches one place:
 
 Raw record fields (``prognosis``, ``brixia_zones``) are turned into label entries by *target encoders*, small named
 functions in ``TARGET_ENCODERS``, so that a task can say ``target: brixia_lung_class`` instead of needing code.
+
+A ``segmentation`` task (MultiMix's lung mask) predicts a mask, not a vector: its ``channels`` name the mask channels,
+its ``target`` is the record field holding the mask file(s), and its ``loss`` is ``dice`` or ``dice_ce``. A mask
+neither fits in ``pred`` nor packs into ``label``, so a ``TaskSet`` keeps such tasks apart in ``segmentation_tasks``:
+iterating it, its names and its ``pred``/``label`` layouts cover the vector tasks only, and every consumer of the
+vector layout (loss, metrics, label packing) works unchanged when segmentation tasks are declared next to them.
 """
 
 from __future__ import annotations
@@ -38,12 +44,14 @@ __all__ = [
     "brixia_global_class",
     "brixia_lung_class",
     "brixia_zones",
+    "covid_appearance",
+    "pneumonia",
     "prognosis",
 ]
 
-TASK_KINDS = ("classification", "regression")
-LOSSES_BY_KIND = {"classification": ("ce",), "regression": ("mse", "l1")}
-DEFAULT_HEAD = {"classification": "linear", "regression": "mlp"}
+TASK_KINDS = ("classification", "regression", "segmentation")
+LOSSES_BY_KIND = {"classification": ("ce",), "regression": ("mse", "l1"), "segmentation": ("dice", "dice_ce")}
+DEFAULT_HEAD = {"classification": "linear", "regression": "mlp", "segmentation": "decoder"}
 NUM_BRIXIA_ZONES = 6
 TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
@@ -117,6 +125,17 @@ def prognosis(record: Mapping[str, Any]) -> list[float] | None:
     return [label]
 
 
+def pneumonia(record: Mapping[str, Any]) -> list[float] | None:
+    """Pneumonia CXR datasets (Kermany, MultiMix): 0 = NORMAL, 1 = PNEUMONIA."""
+    value = record["pneumonia"]
+    if _is_missing(value):
+        return None
+    label = float(value)
+    if label not in (0.0, 1.0):
+        raise ValueError(f"pneumonia must be 0 (NORMAL) or 1 (PNEUMONIA), got {value!r}")
+    return [label]
+
+
 def brixia_global_class(record: Mapping[str, Any]) -> list[float] | None:
     """Global Brixia score 0-18 binned into the paper's 4 severity classes: <=4, 5-9, 10-14, >=15."""
     scores = _zones(record["brixia_zones"])
@@ -140,11 +159,24 @@ def brixia_zones(record: Mapping[str, Any]) -> list[float] | None:
     return _zones(record["brixia_zones"])
 
 
+def covid_appearance(record: Mapping[str, Any]) -> list[float] | None:
+    """SIIM-FISABIO-RSNA study appearance: 0 negative, 1 typical, 2 indeterminate, 3 atypical."""
+    value = record["appearance"]
+    if _is_missing(value):
+        return None
+    label = float(value)
+    if label not in (0.0, 1.0, 2.0, 3.0):
+        raise ValueError(f"appearance must be 0..3 (negative, typical, indeterminate, atypical), got {value!r}")
+    return [label]
+
+
 TARGET_ENCODERS: dict[str, TargetEncoder] = {
     "prognosis": TargetEncoder(("prognosis",), prognosis),
+    "pneumonia": TargetEncoder(("pneumonia",), pneumonia),
     "brixia_global_class": TargetEncoder(("brixia_zones",), brixia_global_class),
     "brixia_lung_class": TargetEncoder(("brixia_zones",), brixia_lung_class),
     "brixia_zones": TargetEncoder(("brixia_zones",), brixia_zones),
+    "covid_appearance": TargetEncoder(("appearance",), covid_appearance),
 }
 
 
@@ -154,18 +186,20 @@ class Task:
 
     Attributes:
         name: unique task name; keys the head, the loss term and the logged metrics.
-        kind: ``classification`` or ``regression``.
+        kind: ``classification``, ``regression`` or ``segmentation``.
         classes: class names (classification); YAML numbers are turned into strings.
         class_values: optional number standing for each class (e.g. a typical Brixia score of each severity bin), so
             that outputs and reports can give a probability-weighted expected value.
         groups: independent label positions sharing ``classes`` (per-lung severity: 2 groups, right and left); each
             group gets its own softmax.
         group_names: optional names of the groups, used in ``channel_def`` (defaults to ``0..groups-1``).
-        channels: names of the regression outputs (regression).
-        target: name of the target encoder in ``TARGET_ENCODERS`` (defaults to the task name).
+        channels: names of the regression outputs (regression) or of the mask channels (segmentation).
+        target: name of the target encoder in ``TARGET_ENCODERS`` (defaults to the task name); for segmentation, the
+            record field holding the mask file(s).
         head: head type in ``bundle.networks.HEADS`` (defaults to ``linear`` / ``mlp`` by kind).
         head_kwargs: extra keyword arguments for the head (e.g. ``dropout``).
-        loss: ``ce`` for classification; ``mse`` or ``l1`` for regression (defaults by kind).
+        loss: ``ce`` for classification; ``mse`` or ``l1`` for regression; ``dice`` or ``dice_ce`` for segmentation
+            (defaults by kind).
         weight: the task's weight under fixed loss weighting.
     """
 
@@ -194,7 +228,7 @@ class Task:
         self.head = self.head or DEFAULT_HEAD[self.kind]
         self.loss = self.loss or LOSSES_BY_KIND[self.kind][0]
         self.weight = float(self.weight)
-        if self.target not in TARGET_ENCODERS:
+        if self.kind != "segmentation" and self.target not in TARGET_ENCODERS:
             raise ValueError(f"task {self.name!r}: unknown target {self.target!r}; known: {sorted(TARGET_ENCODERS)}")
         if self.loss not in LOSSES_BY_KIND[self.kind]:
             raise ValueError(f"task {self.name!r}: loss {self.loss!r} does not fit kind {self.kind!r}")
@@ -211,7 +245,7 @@ class Task:
             if len(self.group_names) != self.groups:
                 raise ValueError(f"task {self.name!r}: {len(self.group_names)} group_names for {self.groups} groups")
         elif not self.channels or self.classes or self.class_values or self.groups != 1:
-            raise ValueError(f"task {self.name!r}: regression needs channels, and no classes, class_values or groups")
+            raise ValueError(f"task {self.name!r}: {self.kind} needs channels, and no classes, class_values or groups")
 
     @property
     def out_channels(self) -> int:
@@ -220,18 +254,20 @@ class Task:
 
     @property
     def label_size(self) -> int:
-        """Number of packed label entries the task owns (class index per group, or value per channel)."""
+        """Number of packed label entries the task owns (class index per group, value per channel, none for a mask)."""
+        if self.kind == "segmentation":
+            return 0
         return self.groups if self.kind == "classification" else len(self.channels)
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """Record fields the task's target encoder reads."""
-        return TARGET_ENCODERS[self.target].fields
+        """Record fields the task's target encoder reads (none for segmentation: its mask is not packed)."""
+        return () if self.kind == "segmentation" else TARGET_ENCODERS[self.target].fields
 
     @property
     def channel_names(self) -> list[str]:
         """Names of the task's output channels, ``task:class`` or ``task[group]:class`` or ``task:channel``."""
-        if self.kind == "regression":
+        if self.kind != "classification":
             return [f"{self.name}:{c}" for c in self.channels]
         if self.groups == 1:
             return [f"{self.name}:{c}" for c in self.classes]
@@ -243,6 +279,8 @@ class Task:
         Raises:
             ValueError: when the encoder returns the wrong number of entries.
         """
+        if self.kind == "segmentation":
+            return []
         values = TARGET_ENCODERS[self.target](record)
         if values is None:
             return [math.nan] * self.label_size
@@ -263,16 +301,24 @@ class TaskSet:
     Args:
         tasks: ``Task`` objects or the config's dicts of ``Task`` fields (another ``TaskSet`` works too).
 
+    Attributes:
+        tasks: the vector tasks (classification, regression), in order: they define ``pred`` and ``label``.
+        segmentation_tasks: the segmentation tasks, in order: mask outputs, outside ``pred`` and ``label``.
+
     Raises:
         ValueError: when no task is given or two tasks share a name.
     """
 
     def __init__(self, tasks: Iterable[Task | Mapping[str, Any]]) -> None:
-        self.tasks: list[Task] = [t if isinstance(t, Task) else Task(**dict(t)) for t in tasks]
-        if not self.tasks:
+        declared = [*tasks.tasks, *tasks.segmentation_tasks] if isinstance(tasks, TaskSet) else tasks
+        declared = [t if isinstance(t, Task) else Task(**dict(t)) for t in declared]
+        if not declared:
             raise ValueError("a TaskSet needs at least one task")
-        if len(set(self.names)) != len(self.names):
-            raise ValueError(f"task names must be unique, got {self.names}")
+        names = [t.name for t in declared]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        self.tasks: list[Task] = [t for t in declared if t.kind != "segmentation"]
+        self.segmentation_tasks: list[Task] = [t for t in declared if t.kind == "segmentation"]
         self.pred_slices: dict[str, slice] = {}
         self.label_slices: dict[str, slice] = {}
         pred_start = label_start = 0
@@ -306,13 +352,13 @@ class TaskSet:
         return len(self.tasks)
 
     def __getitem__(self, name: str) -> Task:
-        for task in self.tasks:
+        for task in [*self.tasks, *self.segmentation_tasks]:
             if task.name == name:
                 return task
-        raise KeyError(f"no task named {name!r}; tasks: {self.names}")
+        raise KeyError(f"no task named {name!r}; tasks: {self.names + [t.name for t in self.segmentation_tasks]}")
 
     def __contains__(self, name: object) -> bool:
-        return name in self.names
+        return name in self.names or any(t.name == name for t in self.segmentation_tasks)
 
     def __repr__(self) -> str:
         return f"TaskSet({self.names}, out_channels={self.out_channels}, label_size={self.label_size})"

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from bundle.data.synthetic import GENERATED_MARKER
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Fits the 10-minute budget of `make demo` on 2 CPU cores; see docs/performance.md for what each costs.
@@ -49,12 +51,11 @@ def main() -> int:
     bundle_args = ["--dataset_dir", str(data), "--seed", str(args.seed)]
     timings: dict[str, float] = {}
 
-    if not (data / ".generated").exists():
+    if not (data / GENERATED_MARKER).exists():
         timings["generate"] = run(
             "generate synthetic DICOM data",
             [py, "scripts/make_demo_data.py", "--out", str(data), "--size", args.size, "--seed", str(args.seed)],
         )
-        (data / ".generated").write_text(f"size={args.size} seed={args.seed}\n")
     for name, folder in (("aiforcovid", "AIforCOVID"), ("brixia", "BRIXIA")):
         timings[f"prepare {name}"] = run(
             f"prepare the {name} datalist",

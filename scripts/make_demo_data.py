@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--size", choices=sorted(DEMO_SIZES), default="default", help="how much data (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed and size, same files (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: 2)")
+    parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: 2; 1 for tiny)")
     args = parser.parse_args(argv)
 
     summary = generate_demo_data(args.out, args.size, args.seed, args.workers)

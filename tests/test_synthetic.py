@@ -157,9 +157,10 @@ def test_phantom_draws_opacities_in_the_scored_zone() -> None:
     near_lungs = ndimage.binary_dilation(mask, iterations=3)  # the soft lung edge carries opacity a pixel or two
     assert difference.min() >= -1e-6 and difference[~near_lungs].max() < 0.1 * difference.max()
     rows, cols = np.nonzero(difference > 0.05)
-    lung_rows = np.nonzero(mask.any(axis=1))[0]
-    # Zone A: the patient's right (image left) upper third.
-    assert cols.max() < 110 and rows.max() < lung_rows[0] + 0.45 * (lung_rows[-1] - lung_rows[0])
+    right_lung_rows = np.nonzero(mask[:, :110].any(axis=1))[0]
+    # Zone A: the patient's right lung (image left), upper third (zones blend over a few percent of the height).
+    assert cols.max() < 110
+    assert rows.max() < right_lung_rows[0] + 0.45 * (right_lung_rows[-1] - right_lung_rows[0])
 
 
 def test_phantom_opacity_grows_with_the_score() -> None:

@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+
+from bundle.engine.distributed import unwrap_network
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +82,12 @@ class TrainingCheckpointer:
     With ``resume=True`` the last checkpoint, when present, is restored when the trainer starts, so a run killed at
     any point continues from its last complete epoch to the planned ``max_epochs``.
 
+    Under DDP only rank 0 writes (every rank holds the same weights and, metrics being gathered over ranks, the same
+    scores), while every rank restores, so all resume at the same epoch with the same optimiser state. The network is
+    unwrapped from DDP / ``torch.compile``, so the files hold the plain network's keys (no ``module.`` prefix).
+
     Args:
-        network: the network whose weights ``best_path`` holds.
+        network: the network whose weights ``best_path`` holds (a DDP or compiled wrapper is unwrapped).
         save_dict: objects with ``state_dict``/``load_state_dict`` to resume (optimizer, scheduler, sampler, ...).
         evaluator: the validation engine whose ``state.metrics[key_metric]`` selects the best model; ``None`` keeps
             the last epoch's weights as the best.
@@ -104,7 +111,7 @@ class TrainingCheckpointer:
         warmup_epochs: int = 0,
         resume: bool = False,
     ) -> None:
-        self.network = network
+        self.network = unwrap_network(network)
         self.save_dict = dict(save_dict)
         self.evaluator = evaluator
         self.key_metric = key_metric
@@ -130,8 +137,13 @@ class TrainingCheckpointer:
     def save(self, engine: Engine) -> None:
         epoch = engine.state.epoch
         score = self._score()
-        if epoch > self.warmup_epochs and not math.isnan(score) and (score > self.best_score or self.evaluator is None):
+        improved = epoch > self.warmup_epochs and not math.isnan(score)
+        improved = improved and (score > self.best_score or self.evaluator is None)
+        if improved:
             self.best_score, self.best_epoch = score, epoch
+        if idist.get_rank() != 0:
+            return
+        if improved:
             atomic_save(self.network.state_dict(), self.best_path)
             logger.info(f"epoch {epoch}: new best {self.key_metric}={self.sign * score:.4f}, saved {self.best_path}")
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}

@@ -6,9 +6,9 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-from ignite.distributed import all_gather
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
+from monai.utils import evenly_divisible_all_gather
 from sklearn.metrics import roc_auc_score
 
 from bundle.losses.multidataset import MultiDatasetLoss
@@ -21,7 +21,8 @@ class TaskMetrics(Metric):
     Validation sets mix datasets, so every task is scored only on its own labelled samples (the indicator function of
     the training loss). The per-task loss is the training loss's own term (``MultiDatasetLoss`` with its default
     per-task mean), so model selection on ``<task>_loss`` selects on exactly what is optimised. Predictions are
-    gathered over all ranks before computing, so the numbers are the same under DDP as in one process.
+    gathered over all ranks before computing, so the numbers are the same under DDP as in one process; ranks may hold
+    different numbers of samples (a validation set split over ranks without padding, so no sample counts twice).
 
     ``compute`` returns a mapping that ignite flattens into ``engine.state.metrics``: ``<task>_loss``,
     ``<task>_accuracy`` (classification), ``<task>_auc`` (two-class tasks, NaN when one class is absent) and
@@ -58,7 +59,7 @@ class TaskMetrics(Metric):
     def compute(self) -> dict[str, float]:
         pred = torch.cat(self._preds) if self._preds else torch.zeros(0, self.tasks.out_channels)
         label = torch.cat(self._labels) if self._labels else torch.zeros(0, self.tasks.label_size)
-        pred, label = all_gather(pred), all_gather(label)
+        pred, label = evenly_divisible_all_gather(pred), evenly_divisible_all_gather(label)
         results: dict[str, float] = {}
         with torch.no_grad():
             self._loss(pred, label)

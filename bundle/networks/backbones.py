@@ -14,6 +14,8 @@ Registry names: ``densenet121/169/201/264``, ``resnet10/18/34/50/101/152/200``, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -46,7 +48,16 @@ from monai.networks.nets import (
 from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
-__all__ = ["BACKBONES", "SwinFeatures", "ViTFeatures", "build_backbone", "feature_dim", "load_pretrained"]
+__all__ = [
+    "BACKBONES",
+    "SwinFeatures",
+    "ViTFeatures",
+    "architecture_fingerprint",
+    "build_backbone",
+    "feature_dim",
+    "load_pretrained",
+    "weights_sidecar",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +234,32 @@ def _belongs_to_removed_head(module: nn.Module, key: str) -> bool:
         return False
 
 
+def architecture_fingerprint(module: nn.Module) -> str:
+    """A short hash of a backbone's architecture: layer types, their kernel/stride/padding/dilation/groups, weight shapes.
+
+    Two backbones with the same fingerprint accept the same weights *and* use them the same way; weights of a ResNet
+    built with ``conv1_t_stride=1`` have the shapes of one built with 2, but not its fingerprint.
+    """
+    digest = hashlib.sha256()
+    for name, layer in module.named_modules():
+        settings = [getattr(layer, a, None) for a in ("kernel_size", "stride", "padding", "dilation", "groups")]
+        digest.update(f"{name}|{type(layer).__name__}|{settings}\n".encode())
+    for name, value in module.state_dict().items():
+        digest.update(f"{name}|{tuple(value.shape)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def weights_sidecar(path: str | Path) -> Path:
+    """The JSON file describing a backbone weights file (``w.pt`` -> ``w.json``), written by pre-training."""
+    return Path(path).with_suffix(".json")
+
+
 def load_pretrained(module: nn.Module, path: str | Path, max_listed: int = 10) -> None:
     """Load a user-supplied state dict into a backbone, strictly, except for the removed classifier's entries.
+
+    When the weights come with a sidecar (``weights_sidecar(path)``, written by the self-supervised pre-training:
+    backbone name, in_channels, spatial_dims, kwargs, method and ``architecture_fingerprint``), a backbone whose
+    fingerprint differs is refused and the error says what the weights were trained for.
 
     Args:
         module: the feature extractor returned by ``build_backbone``.
@@ -234,7 +269,7 @@ def load_pretrained(module: nn.Module, path: str | Path, max_listed: int = 10) -
     Raises:
         FileNotFoundError: when ``path`` does not exist.
         ValueError: when the file holds no state dict, or its keys or shapes do not match the backbone (the message
-            names the file and lists missing, unexpected and mis-shaped keys).
+            names the file and lists missing, unexpected and mis-shaped keys), or its sidecar's architecture differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -259,9 +294,20 @@ def load_pretrained(module: nn.Module, path: str | Path, max_listed: int = 10) -
         for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
         if keys
     ]
+    described = ""
+    if weights_sidecar(path).is_file():
+        info = json.loads(weights_sidecar(path).read_text())
+        described = (
+            f" ({info.get('method')} pre-training of backbone {info.get('backbone')!r} with in_channels="
+            f"{info.get('in_channels')}, spatial_dims={info.get('spatial_dims')}, kwargs {info.get('backbone_kwargs')};"
+            " build the network with the same backbone, in_channels, spatial_dims and backbone_kwargs)"
+        )
+        if info.get("architecture") not in (None, architecture_fingerprint(module)):
+            problems.insert(0, "architecture differs from the one the weights were trained with")
     if problems:
         raise ValueError(
-            f"pretrained weights {path} do not match the backbone {type(module).__name__}: " + "; ".join(problems)
+            f"pretrained weights {path}{described} do not match the backbone {type(module).__name__}: "
+            + "; ".join(problems)
         )
     module.load_state_dict(state)
 

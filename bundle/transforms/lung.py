@@ -21,7 +21,7 @@ import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import BorderPad, MapTransform, Resize, SpatialCrop, Transform
-from monai.utils import TransformBackends, convert_to_tensor, ensure_tuple_rep
+from monai.utils import MetaKeys, TransformBackends, convert_to_tensor, ensure_tuple_rep
 from scipy import ndimage as ndi
 from skimage import filters, measure, morphology
 
@@ -118,9 +118,9 @@ class LungFieldMask(Transform):
         else:
             upsampled = Resize(shape, mode="bilinear")(torch.from_numpy(lungs[None].astype(np.float32)))
             mask = (upsampled > 0.5).to(torch.uint8)
-        meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
+        meta = {**img.meta, MetaKeys.AFFINE: img.affine.clone()} if isinstance(img, MetaTensor) else {}
         meta[FALLBACK_META_KEY] = fallback
-        return MetaTensor(mask, affine=img.affine if isinstance(img, MetaTensor) else None, meta=meta)
+        return MetaTensor(mask, meta=meta)
 
     def _fallback_mask(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The central :attr:`fallback_box` as a ``(1, H, W)`` uint8 mask."""
@@ -283,7 +283,7 @@ class LungBoxCrop(Transform):
         before, after = np.maximum(-start, 0), np.maximum(end - shape, 0)
         if not (before.any() or after.any()):
             return cropped
-        border = [int(b) for pair in zip(before, after) for b in pair]
+        border = [int(b) for pair in zip(before, after, strict=True) for b in pair]
         return BorderPad(spatial_border=border, mode="constant", value=float(img.min()))(cropped)
 
     def __call__(self, img: NdarrayOrTensor, mask: NdarrayOrTensor) -> NdarrayOrTensor:
