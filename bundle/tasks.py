@@ -45,8 +45,11 @@ __all__ = [
     "brixia_lung_class",
     "brixia_zones",
     "covid_appearance",
+    "ct_severity",
+    "nat_detection",
     "pneumonia",
     "prognosis",
+    "radiology_detection",
 ]
 
 TASK_KINDS = ("classification", "regression", "segmentation")
@@ -170,6 +173,37 @@ def covid_appearance(record: Mapping[str, Any]) -> list[float] | None:
     return [label]
 
 
+def _class_index(record: Mapping[str, Any], key: str, meanings: tuple[str, ...]) -> list[float] | None:
+    """A class index 0..len(meanings)-1 read from ``record[key]``, None when missing.
+
+    Raises:
+        ValueError: for any other value (naming the field and what its classes mean).
+    """
+    value = record[key]
+    if _is_missing(value):
+        return None
+    label = float(value)
+    if label not in range(len(meanings)):
+        classes = ", ".join(f"{i} {m}" for i, m in enumerate(meanings))
+        raise ValueError(f"{key} must be one of {classes}; got {value!r}")
+    return [label]
+
+
+def radiology_detection(record: Mapping[str, Any]) -> list[float] | None:
+    """HUST-19 COVID-19 detection by the radiologists' reading of the CT: 0 negative, 1 positive."""
+    return _class_index(record, "radiology", ("negative", "positive"))
+
+
+def nat_detection(record: Mapping[str, Any]) -> list[float] | None:
+    """HUST-19 COVID-19 detection by nucleic-acid test (RT-PCR): 0 negative, 1 positive."""
+    return _class_index(record, "nat", ("negative", "positive"))
+
+
+def ct_severity(record: Mapping[str, Any]) -> list[float] | None:
+    """HUST-19 morbidity in COVID-MTL's 3 classes: 0 control/suspected, 1 mild/regular, 2 severe/critically ill."""
+    return _class_index(record, "ct_severity", ("control/suspected", "mild/regular", "severe/critical"))
+
+
 TARGET_ENCODERS: dict[str, TargetEncoder] = {
     "prognosis": TargetEncoder(("prognosis",), prognosis),
     "pneumonia": TargetEncoder(("pneumonia",), pneumonia),
@@ -177,6 +211,9 @@ TARGET_ENCODERS: dict[str, TargetEncoder] = {
     "brixia_lung_class": TargetEncoder(("brixia_zones",), brixia_lung_class),
     "brixia_zones": TargetEncoder(("brixia_zones",), brixia_zones),
     "covid_appearance": TargetEncoder(("appearance",), covid_appearance),
+    "radiology_detection": TargetEncoder(("radiology",), radiology_detection),
+    "nat_detection": TargetEncoder(("nat",), nat_detection),
+    "ct_severity": TargetEncoder(("ct_severity",), ct_severity),
 }
 
 

@@ -27,6 +27,10 @@ DEMO_TRAINING = [
     "--batch_size", "32",
     "--num_workers", "2",
 ]  # fmt: skip
+# --quick (tests, e.g. the PHI scan of every output): the smallest run that still goes through every step.
+QUICK_NETWORK = ["--backbone", "resnet10", "--image_size", "64"]
+QUICK_TRAINING = ["--max_epochs", "1", "--warmup_epochs", "0", "--batch_size", "8", "--num_workers", "0"]
+QUICK_EVALUATION = ["--n_boot", "20", "--num_workers", "0"]
 
 
 def run(step: str, command: list[str]) -> float:
@@ -43,18 +47,27 @@ def run(step: str, command: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="data/demo", help="where the synthetic datasets and datalists go")
-    parser.add_argument("--size", default="default", choices=["tiny", "small", "default"])
+    parser.add_argument("--size", choices=["tiny", "small", "default"], help="default: tiny with --quick, else default")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="tiny data, tiny network, 1 epoch (for tests)")
+    parser.add_argument(
+        "--out", type=Path, help="where models/, runs/, eval/ and outputs/ go (default: the bundle root)"
+    )
     args = parser.parse_args()
     data = Path(args.data)
+    size = args.size or ("tiny" if args.quick else "default")
+    out = args.out or Path(".")
+    network, training = (QUICK_NETWORK, QUICK_TRAINING) if args.quick else (DEMO_NETWORK, DEMO_TRAINING)
+    evaluation = QUICK_EVALUATION if args.quick else []
     py = sys.executable
-    bundle_args = ["--dataset_dir", str(data), "--seed", str(args.seed)]
+    root_args = ["--bundle_root", str(out)] if args.out else []
+    bundle_args = ["--dataset_dir", str(data), "--seed", str(args.seed), *root_args]
     timings: dict[str, float] = {}
 
     if not (data / GENERATED_MARKER).exists():
         timings["generate"] = run(
             "generate synthetic DICOM data",
-            [py, "scripts/make_demo_data.py", "--out", str(data), "--size", args.size, "--seed", str(args.seed)],
+            [py, "scripts/make_demo_data.py", "--out", str(data), "--size", size, "--seed", str(args.seed)],
         )
     for name, folder in (("aiforcovid", "AIforCOVID"), ("brixia", "BRIXIA")):
         timings[f"prepare {name}"] = run(
@@ -64,28 +77,28 @@ def main() -> int:
     bundle = [py, "-m", "monai.bundle", "run"]
     timings["train"] = run(
         "train MDMT",
-        [*bundle, "training", "--config_file", "configs/train.yaml", *bundle_args, *DEMO_NETWORK, *DEMO_TRAINING],
+        [*bundle, "training", "--config_file", "configs/train.yaml", *bundle_args, *network, *training],
     )
     timings["evaluate"] = run(
         "evaluate on the test split",
-        [*bundle, "evaluating", "--config_file", "configs/evaluate.yaml", *bundle_args, *DEMO_NETWORK],
+        [*bundle, "evaluating", "--config_file", "configs/evaluate.yaml", *bundle_args, *network, *evaluation],
     )
     timings["infer"] = run(
         "infer on a folder of DICOMs",
         [
-            *bundle, "inference", "--config_file", "configs/inference.yaml", *DEMO_NETWORK,
-            "--input", str(data / "AIforCOVID" / "imgs"), "--output_dir", "outputs/demo",
+            *bundle, "inference", "--config_file", "configs/inference.yaml", *root_args, *network,
+            "--input", str(data / "AIforCOVID" / "imgs"), "--output_dir", str(out / "outputs" / "demo"),
         ],
     )  # fmt: skip
 
-    report = json.loads((ROOT / "eval" / "metrics.json").read_text())
+    report = json.loads((ROOT / out / "eval" / "metrics.json").read_text())
     auc = report["tasks"]["prognosis"]["metrics"]["roc_auc"]
     print("\n=== demo finished")
     for step, seconds in timings.items():
         print(f"  {step:<22} {seconds:7.1f} s")
     print(f"  {'total':<22} {sum(timings.values()):7.1f} s")
     print(f"test prognosis ROC AUC: {auc['value']:.3f} (95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f})")
-    print("results:")
+    print(f"results (under {out}):")
     print("  best model weights      models/model.pt (resumable state: models/checkpoint_last.pt)")
     print("  training logs           runs/ (tensorboard --logdir runs)")
     print("  test metrics and plots  eval/metrics.json, eval/*.png, eval/predictions.csv")

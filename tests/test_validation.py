@@ -150,20 +150,16 @@ def test_script_exit_status_summary_and_report(
     bad_data: tuple[Path, dict[str, tuple[str, str]]], tiny_demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     datalist, expected = bad_data
-    completed = subprocess.run(
-        [sys.executable, "scripts/validate_data.py", str(datalist), "--out", str(tmp_path / "report.csv")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 1, completed.stderr
-    assert "problem(s) in" in completed.stdout and "header: 1" in completed.stdout
+    script = load_script()
+    assert script.main([str(datalist), "--out", str(tmp_path / "report.csv")]) == 1
+    printed = capsys.readouterr().out
+    assert "problem(s) in" in printed and "header: 1" in printed and "ct.dcm: header: Modality 'CT'" in printed
     report = pd.read_csv(tmp_path / "report.csv", keep_default_na=False)
     assert sorted({Path(image).name for image in report["image"]}) == sorted(expected)
-    script = load_script()
-    assert script.main([str(tiny_demo / "aiforcovid.json"), "--out", str(tmp_path / "clean.csv"), "--sample", "2"]) == 0
+    clean = write_datalist(tmp_path / "clean.json", load_datalist(tiny_demo / "aiforcovid.json")[1])
+    assert script.main([str(clean), "--sample", "2"]) == 0
     assert "no problems" in capsys.readouterr().out
+    assert (tmp_path / "clean.validation.csv").is_file()  # the default report goes beside the datalist
 
 
 def split_with(datalist: Path) -> dict[str, list[dict[str, Any]]]:

@@ -7,7 +7,7 @@ import math
 import os
 import random
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
+from monai.transforms import Randomizable, Transform
 
 from bundle.engine.distributed import unwrap_network
 
@@ -55,11 +56,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: refused to load (not a weights-only checkpoint or corrupt): {e}") from e
 
 
+def _pack_numpy_state(state: tuple) -> list:
+    """A numpy ``RandomState`` state with its key array as a tensor, so that weights-only loading accepts it."""
+    name, keys, *rest = state
+    return [name, torch.from_numpy(keys.astype(np.int64)), *rest]
+
+
+def _unpack_numpy_state(packed: Sequence) -> tuple:
+    """The inverse of :func:`_pack_numpy_state`."""
+    name, keys, *rest = packed
+    return (name, keys.numpy().astype(np.uint32), *rest)
+
+
 def _rng_state() -> dict:
-    np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        # the current device's generator (dropout on GPU draws from it); under DDP, rank 0's
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+        "numpy": _pack_numpy_state(np.random.get_state()),
         "python": list(random.getstate()[1]),
         "python_version": random.getstate()[0],
         "python_gauss": random.getstate()[2],
@@ -68,9 +82,55 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: Mapping) -> None:
     torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    np.random.set_state(_unpack_numpy_state(state["numpy"]))
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+
+
+def _transform_generators(engine: Engine) -> list[np.random.RandomState]:
+    """The generators of the random transforms of the trainer's dataset, in a fixed order.
+
+    MONAI's random transforms draw from their own ``RandomState`` (``R``), not from numpy's global one. With
+    ``num_workers=0`` they go on drawing from it epoch after epoch in the main process, so a resumed run that did
+    not restore them would augment differently from an uninterrupted one. (With workers, every epoch reseeds the
+    workers' copies from torch's generator, which is restored with the others.) Wrappers hold inner random transforms
+    (``RandAffined`` -> ``RandAffine`` -> ``RandAffineGrid``), so the search follows the attributes of every
+    transform, and lists and tuples, as MONAI's own ``set_rnd`` does.
+    """
+    found: list[np.random.RandomState] = []
+    seen: set[int] = set()
+
+    def visit(obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, (list, tuple)):
+            for item in obj:
+                visit(item)
+        elif isinstance(obj, (Transform, Randomizable)):
+            if isinstance(obj, Randomizable):
+                found.append(obj.R)
+            for value in vars(obj).values():
+                visit(value)
+
+    visit(getattr(getattr(engine.state.dataloader, "dataset", None), "transform", None))
+    return found
+
+
+def _set_transform_states(engine: Engine, states: Sequence | None) -> None:
+    """Restore the generators found by :func:`_transform_generators` (in the same order) from a checkpoint."""
+    if states is None:  # a checkpoint written before the transforms' generators were saved
+        return
+    generators = _transform_generators(engine)
+    if len(generators) != len(states):
+        logger.warning(
+            f"resume: the training transforms have {len(generators)} random generators, the checkpoint {len(states)}: "
+            "not restored, so augmentation will differ from an uninterrupted run"
+        )
+        return
+    for generator, packed in zip(generators, states, strict=True):
+        generator.set_state(_unpack_numpy_state(packed))
 
 
 class TrainingCheckpointer:
@@ -78,7 +138,8 @@ class TrainingCheckpointer:
 
     At the end of every epoch, after validation: if the evaluator's key metric improved (and the warm-up epochs are
     over), the network's state dict is written to ``best_path``; then the state dicts of ``save_dict``, the trainer's
-    epoch/iteration, the best score and the RNG states are written to ``last_path``. Both writes are atomic.
+    epoch/iteration, the best score and the RNG states (torch, CUDA, numpy, Python and the training transforms' own
+    generators) are written to ``last_path``. Both writes are atomic.
     With ``resume=True`` the last checkpoint, when present, is restored when the trainer starts, so a run killed at
     any point continues from its last complete epoch to the planned ``max_epochs``.
 
@@ -151,6 +212,7 @@ class TrainingCheckpointer:
         state["trainer"] = {"epoch": epoch, "iteration": engine.state.iteration}
         state["checkpointer"] = {"best_score": self.best_score, "best_epoch": self.best_epoch}
         state["rng"] = _rng_state()
+        state["transforms"] = [_pack_numpy_state(generator.get_state()) for generator in _transform_generators(engine)]
         atomic_save(state, self.last_path)
 
     def restore(self, engine: Engine) -> None:
@@ -166,6 +228,7 @@ class TrainingCheckpointer:
         self.best_score = state["checkpointer"]["best_score"]
         self.best_epoch = state["checkpointer"]["best_epoch"]
         _set_rng_state(state["rng"])
+        _set_transform_states(engine, state.get("transforms"))
         logger.info(f"resumed from {self.last_path} at epoch {engine.state.epoch} (best epoch {self.best_epoch})")
 
 

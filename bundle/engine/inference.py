@@ -53,6 +53,40 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(chain[-1]).__name__}: {chain[-1]}"
 
 
+def error_row(file: str, reason: str, uid: str = "") -> dict[str, Any]:
+    """The result row of a file that got no prediction: ``status=error`` and the reason."""
+    return {"file": file, "status": "error", "error": reason, "SOPInstanceUID": uid, "duplicate_of": ""}
+
+
+def mark_duplicate_instances(rows: list[dict[str, Any]]) -> int:
+    """Name, in ``duplicate_of``, the first file holding the same SOPInstanceUID as a later good row.
+
+    The same SOP instance in two files is one acquisition counted twice (a copy, an export repeated, a datalist
+    listing a file twice). Both files keep their result, so nothing the user asked for is dropped, and every row
+    after the first points at the first, so results can be de-duplicated before they are pooled or counted.
+
+    Args:
+        rows: the result rows in output order; ``duplicate_of`` is set in place.
+
+    Returns:
+        The number of rows marked.
+    """
+    first: dict[str, str] = {}
+    marked = 0
+    for row in rows:
+        uid = row["SOPInstanceUID"]
+        if row["status"] != "ok" or not uid:
+            continue
+        if uid in first:
+            row["duplicate_of"] = first[uid]
+            marked += 1
+        else:
+            first[uid] = row["file"]
+    if marked:
+        logger.warning(f"inference: {marked} file(s) repeat a SOP instance already seen; see the duplicate_of column")
+    return marked
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +125,9 @@ class DicomInference:
     """Runs the bundle's network on DICOM radiographs and writes ``predictions.csv`` and ``predictions.json``.
 
     Each file goes through the same ``preprocessing`` as evaluation (DICOM decoding included); a file that fails
-    (unreadable, not a radiograph, ...) becomes a row with ``status=error`` and the reason, and the run goes on.
+    (unreadable, not a radiograph, another modality such as a CT slice, ...) or whose prediction is not finite
+    becomes a row with ``status=error`` and the reason, and the run goes on. A file repeating the SOP instance of an
+    earlier one keeps its result and names the earlier file in ``duplicate_of`` (:func:`mark_duplicate_instances`).
     Rows carry the file path and SOPInstanceUID only: never patient name, ID or birth date.
 
     Args:
@@ -104,6 +140,10 @@ class DicomInference:
         batch_size: images per forward pass.
         checkpoint: optional weights file (weights-only loading) for the network.
         strict: raise after writing the results when any file failed (default: exit normally with a summary).
+        input_finder: resolves ``input_path`` to the inputs (default :func:`find_inputs`: one file per input); the CT
+            family passes ``bundle.data.ct_series.find_ct_inputs`` (a DICOM series folder is one input).
+        network_inputs: keys of the preprocessed item passed to the network as keyword arguments next to the image
+            (the CT family's ``radiomics`` vector).
     """
 
     def __init__(
@@ -117,6 +157,8 @@ class DicomInference:
         batch_size: int = 8,
         checkpoint: str | None = None,
         strict: bool = False,
+        input_finder: Callable[[str], list[str]] = find_inputs,
+        network_inputs: Sequence[str] = (),
     ) -> None:
         self.network = network
         self.tasks = tasks if isinstance(tasks, TaskSet) else TaskSet(tasks)
@@ -127,6 +169,8 @@ class DicomInference:
         self.batch_size = batch_size
         self.checkpoint = checkpoint
         self.strict = strict
+        self.input_finder = input_finder
+        self.network_inputs = tuple(network_inputs)
 
     def _prepared(self, files: Sequence[str]) -> Iterator[tuple[str, dict | None, str]]:
         for file in files:
@@ -146,13 +190,13 @@ class DicomInference:
         return rows
 
     def run(self) -> dict[str, Any]:
-        """Predict every input file; return the summary (counts and output paths)."""
+        """Predict every input file; return the summary (counts, duplicate SOP instances and output paths)."""
         if self.checkpoint:
             from bundle.engine.checkpoint import load_checkpoint
 
             self.network.load_state_dict(load_checkpoint(self.checkpoint))
         self.network.to(self.device).eval()
-        files = find_inputs(self.input_path)
+        files = self.input_finder(self.input_path)
         rows: list[dict[str, Any]] = []
         batch: list[tuple[str, dict]] = []
 
@@ -160,24 +204,37 @@ class DicomInference:
             if not batch:
                 return
             images = torch.stack([torch.as_tensor(item["image"]) for _, item in batch]).to(self.device)
+            extra = {
+                key: torch.stack([torch.as_tensor(item[key]) for _, item in batch]).to(self.device)
+                for key in self.network_inputs
+            }
             with torch.no_grad():
-                pred = self.network(images).float().cpu()
-            for (file, item), columns in zip(batch, self._result_columns(pred), strict=True):
+                pred = self.network(images, **extra).float().cpu()
+            for (file, item), values, columns in zip(batch, pred, self._result_columns(pred), strict=True):
                 uid = getattr(item["image"], "meta", {}).get("SOPInstanceUID", "")
-                rows.append({"file": file, "status": "ok", "error": "", "SOPInstanceUID": uid} | columns)
+                if not torch.isfinite(values).all():  # never report a NaN probability as a result
+                    logger.warning(f"{file}: skipped: the network's output is not finite")
+                    rows.append(error_row(file, "the network's output is not finite (NaN or inf)", uid))
+                    continue
+                rows.append({"file": file, "status": "ok", "error": "", "SOPInstanceUID": uid, "duplicate_of": ""})
+                rows[-1].update(columns)
             batch.clear()
 
         for file, item, reason in self._prepared(files):
             if item is None:
-                rows.append({"file": file, "status": "error", "error": reason, "SOPInstanceUID": ""})
+                rows.append(error_row(file, reason))
                 continue
             batch.append((file, item))
             if len(batch) == self.batch_size:
                 flush()
         flush()
         rows.sort(key=lambda r: files.index(r["file"]))
-        summary = self._write(rows)
-        logger.info(f"inference: {summary['ok']} ok, {summary['errors']} errors -> {summary['csv']}")
+        duplicates = mark_duplicate_instances(rows)
+        summary = self._write(rows) | {"duplicates": duplicates}
+        logger.info(
+            f"inference: {summary['ok']} ok ({duplicates} duplicate SOP instances), {summary['errors']} errors "
+            f"-> {summary['csv']}"
+        )
         if self.strict and summary["errors"]:
             raise RuntimeError(f"{summary['errors']} of {summary['total']} inputs failed; see {summary['csv']}")
         return summary

@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.data import list_data_collate
+from monai.data import DataLoader, list_data_collate
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.networks.utils import eval_mode
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from bundle.data.multimix_data import STREAMS
 from bundle.data.sampler import MultiDatasetSampler
@@ -64,7 +64,8 @@ def stream_loader(
         num_workers: DataLoader workers.
 
     Returns:
-        The DataLoader; its ``sampler`` (a ``MultiDatasetSampler``) has ``state_dict`` for resuming.
+        MONAI's DataLoader (it reseeds the random transforms of every worker); its ``sampler`` (a
+        ``MultiDatasetSampler``) has ``state_dict`` for resuming.
 
     Raises:
         ValueError: when every dataset is empty.
@@ -92,7 +93,12 @@ def stream_loader(
 
 
 def _to_device(batch: Mapping[str, Any], device: torch.device | str, non_blocking: bool) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """Tensors of a stream's batch on ``device``, as plain tensors: MetaTensor bookkeeping on every network operation
+    costs more than the operations themselves at MultiMix's image sizes."""
+    return {
+        k: v.as_subclass(torch.Tensor).to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def _forward_streams(
@@ -101,7 +107,7 @@ def _forward_streams(
     """One forward pass over the images of several streams, its outputs split back per stream."""
     if not images:
         return {}
-    output = network(torch.cat([torch.as_tensor(image) for image in images.values()]))
+    output = network(torch.cat(list(images.values())))
     sizes = [len(image) for image in images.values()]
     parts = {key: value.split(sizes) for key, value in output.items()}
     return {stream: {key: parts[key][i] for key in parts} for i, stream in enumerate(images)}

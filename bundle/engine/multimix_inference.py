@@ -87,7 +87,10 @@ class MultiMixInference:
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(restored.astype(np.uint8) * 255).save(mask_path)
         columns = task_columns(task, probabilities)
-        return columns | {"mask": mask_path.relative_to(self.output_dir).as_posix(), "lung_fraction": float(restored.mean())}
+        return columns | {
+            "mask": mask_path.relative_to(self.output_dir).as_posix(),
+            "lung_fraction": float(restored.mean()),
+        }
 
     def run(self) -> dict[str, Any]:
         """Predict every input file; return the summary (counts and output paths)."""

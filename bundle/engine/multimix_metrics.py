@@ -42,14 +42,15 @@ class MultiMixMetrics(Metric):
     Args:
         classes: class names, in logit order.
         threshold: probability above which a mask pixel is foreground.
-        output_transform: maps the engine output to the dict the iteration returned.
+        output_transform: maps the engine output to a one-element tuple holding the dict the iteration returned
+            (ignite takes a mapping for ``y_pred`` / ``y``, which this output is not).
     """
 
     def __init__(
         self,
         classes: Sequence[str],
         threshold: float = 0.5,
-        output_transform: Callable[[Any], Any] = lambda output: output,
+        output_transform: Callable[[Any], Any] = lambda output: (output,),
     ) -> None:
         self.classes = [str(c) for c in classes]
         self.threshold = threshold
@@ -67,7 +68,8 @@ class MultiMixMetrics(Metric):
         self._empty = 0
 
     @reinit__is_reduced
-    def update(self, output: dict[str, torch.Tensor]) -> None:
+    def update(self, output: tuple[dict[str, torch.Tensor]]) -> None:
+        (output,) = output
         if CLASS_LOGITS in output:
             self._logits.append(output[CLASS_LOGITS].detach().float().cpu())
             self._labels.append(output["label"].detach().float().cpu().reshape(-1))

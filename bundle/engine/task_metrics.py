@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
-from monai.utils import evenly_divisible_all_gather
+from monai.utils import convert_to_tensor, evenly_divisible_all_gather
 from sklearn.metrics import roc_auc_score
 
 from bundle.losses.multidataset import MultiDatasetLoss
@@ -52,9 +52,9 @@ class TaskMetrics(Metric):
 
     @reinit__is_reduced
     def update(self, output: tuple[torch.Tensor, torch.Tensor]) -> None:
-        pred, label = output
-        self._preds.append(torch.as_tensor(pred).detach().float().cpu())
-        self._labels.append(torch.as_tensor(label).detach().float().cpu())
+        pred, label = output  # plain tensors: MetaTensor batches could not be gathered and sliced over ranks
+        self._preds.append(convert_to_tensor(pred, track_meta=False).detach().float().cpu())
+        self._labels.append(convert_to_tensor(label, track_meta=False).detach().float().cpu())
 
     def compute(self) -> dict[str, float]:
         pred = torch.cat(self._preds) if self._preds else torch.zeros(0, self.tasks.out_channels)

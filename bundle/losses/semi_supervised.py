@@ -182,16 +182,16 @@ class MultiMixLoss(nn.Module):
         if mask_logits is not None:
             dice = self.segmentation(mask_logits, masks)
             terms[self.segmentation_task.name] = self.segmentation_task.weight * dice
-            self.last_terms[self.segmentation_task.name] = float(dice)
+            self.last_terms[self.segmentation_task.name] = float(dice.detach())
         if strong_class_logits is not None:
             value = self.pseudo_label(weak_class_logits, strong_class_logits)
             terms[PSEUDO_LABEL] = self.pseudo_label_weight * value
-            self.last_terms[PSEUDO_LABEL] = float(value)
+            self.last_terms[PSEUDO_LABEL] = float(value.detach())
             self.last_terms["confident_fraction"] = self.pseudo_label.last_confident_fraction
         if strong_mask_logits is not None:
             value = self.consistency(strong_mask_logits, weak_mask_logits)
             terms[CONSISTENCY] = self.consistency_weight * value
-            self.last_terms[CONSISTENCY] = float(value)
+            self.last_terms[CONSISTENCY] = float(value.detach())
         if not terms:
             raise ValueError("no loss term has inputs: the batch holds no stream")
         return torch.stack(list(terms.values())).sum()

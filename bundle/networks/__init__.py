@@ -5,6 +5,7 @@ from __future__ import annotations
 from bundle.networks.backbones import BACKBONES, SwinFeatures, ViTFeatures, build_backbone, feature_dim, load_pretrained
 from bundle.networks.heads import HEADS, LinearHead, MLPHead, PrognosisHead, build_head
 from bundle.networks.multihead import MultiHeadNet, average_backbones, load_backbone_state, load_head_state
+from bundle.networks.multimix import MultiMixNet, MultiMixOutput
 
 __all__ = [
     "BACKBONES",
@@ -12,6 +13,8 @@ __all__ = [
     "LinearHead",
     "MLPHead",
     "MultiHeadNet",
+    "MultiMixNet",
+    "MultiMixOutput",
     "PrognosisHead",
     "SwinFeatures",
     "ViTFeatures",

@@ -235,7 +235,7 @@ def _belongs_to_removed_head(module: nn.Module, key: str) -> bool:
 
 
 def architecture_fingerprint(module: nn.Module) -> str:
-    """A short hash of a backbone's architecture: layer types, their kernel/stride/padding/dilation/groups, weight shapes.
+    """A short hash of a backbone's architecture: layer types, kernel/stride/padding/dilation/groups, weight shapes.
 
     Two backbones with the same fingerprint accept the same weights *and* use them the same way; weights of a ResNet
     built with ``conv1_t_stride=1`` have the shapes of one built with 2, but not its fingerprint.

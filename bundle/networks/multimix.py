@@ -1,6 +1,6 @@
 """``MultiMixNet``: joint classification and segmentation with a saliency bridge (Haque et al., ISBI / MELBA 2021).
 
-One U-Net-like encoder is shared by a classification branch (global pooling and a linear layer on the deepest
+One U-Net-like encoder is shared by a classification branch (global max pooling and a linear layer on the deepest
 features) and a decoder with skip connections that predicts the lung mask. The *saliency bridge* hands the decoder
 what the classifier looks at: the gradient of the top class score with respect to the input image (vanilla saliency,
 Simonyan et al. 2014), detached, concatenated with the image, resized and fed into the first decoder stage.
@@ -42,7 +42,10 @@ class MultiMixNet(nn.Module):
     """Shared encoder, classification branch, mask decoder and saliency bridge.
 
     The encoder has one double-convolution block per entry of ``channels`` (each convolution 3x3, instance norm,
-    LeakyReLU(0.2), dropout), with a 2x max pooling before every block but the first. The decoder mirrors it with
+    LeakyReLU(0.2), dropout), with a 2x max pooling before every block but the first. The classification branch pools
+    the deepest features with a global *max*: instance norm removes the mean of every feature map of every image, so
+    a global average of instance-normalised features is nearly the same for all images and a classifier on it does
+    not learn (measured on the synthetic data: chance accuracy where max pooling learns). The decoder mirrors it with
     transposed-convolution upsampling and skip connections (MONAI's ``BasicUNet`` blocks). The bridge input (image and
     saliency, ``2 * in_channels`` channels) joins the skip connection of the first decoder stage, resized to its
     resolution. Before joining, the saliency is scaled per image to a maximum magnitude of 1: raw input gradients are
@@ -87,7 +90,7 @@ class MultiMixNet(nn.Module):
             for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
         ]
         self.encoder = nn.ModuleList(blocks)
-        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.pool = Pool[Pool.ADAPTIVEMAX, spatial_dims](1)
         self.classifier = nn.Linear(channels[-1], num_classes)
         bridge_channels = 2 * in_channels if bridge else 0
         stages = []
@@ -107,7 +110,7 @@ class MultiMixNet(nn.Module):
         return features
 
     def classify(self, deepest: torch.Tensor) -> torch.Tensor:
-        """Class logits from the deepest features: global average pooling, then the linear layer."""
+        """Class logits from the deepest features: global max pooling, then the linear layer."""
         return self.classifier(torch.flatten(self.pool(deepest), 1))
 
     def decode(self, features: Sequence[torch.Tensor], bridge: torch.Tensor | None) -> torch.Tensor:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, RandomizableTransform
-from monai.utils import convert_to_tensor, ensure_tuple_rep
+from monai.utils import convert_to_dst_type, ensure_tuple_rep
 from torch import nn
 
 from bundle.networks.backbones import build_backbone
@@ -127,10 +127,11 @@ class RandRegionMaskd(RandomizableTransform, MapTransform):
         """Return a copy of ``data`` with each image's boxes set to ``fill_value`` and its mask under ``mask_key``."""
         d = dict(data)
         for key, mask_key in self.key_iterator(d, self.mask_keys):
-            image = convert_to_tensor(d[key])
-            mask = self.masker(image).to(image.device)
-            d[key] = torch.where(mask.bool(), torch.as_tensor(self.fill_value, dtype=image.dtype), image)
-            d[mask_key] = mask
+            image = d[key]
+            mask = self.masker(image)
+            hidden = convert_to_dst_type(mask.bool(), dst=image, dtype=torch.bool)[0]
+            d[key] = image.masked_fill(hidden, self.fill_value)
+            d[mask_key] = convert_to_dst_type(mask, dst=image)[0]  # same type (and meta) as the image
         return d
 
 

@@ -157,7 +157,9 @@ class CTLungMask(Transform):
         back = [n / f for n, f in zip(mask.shape, fine_shape, strict=True)]
         return ndimage.zoom(refined.astype(np.float32), back, order=1) > 0.5
 
-    def __call__(self, img: np.ndarray | torch.Tensor, spacing: Sequence[float] | None = None) -> np.ndarray | torch.Tensor:
+    def __call__(
+        self, img: np.ndarray | torch.Tensor, spacing: Sequence[float] | None = None
+    ) -> np.ndarray | torch.Tensor:
         """Segment the lungs.
 
         Args:
@@ -176,8 +178,15 @@ class CTLungMask(Transform):
             spacing = tuple(float(s) for s in img.pixdim) if isinstance(img, MetaTensor) else self.default_spacing
         hu = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)[0]
         mask = self.candidates(hu)
-        for k in np.flatnonzero(mask.any(axis=(0, 1))):
-            mask[..., k] = self.refine_slice(hu[..., k], mask[..., k], spacing[:2])
+        if mask.any():  # refine within the lungs' in-plane box (plus the closing's reach): the rest stays empty
+            margin = [int(np.ceil(self.closing_mm / s)) + 2 for s in spacing[:2]]
+            (x0, x1), (y0, y1) = (
+                (max(int(i.min()) - m, 0), min(int(i.max()) + m + 1, n))
+                for i, m, n in zip(np.nonzero(mask.any(axis=2)), margin, mask.shape[:2], strict=True)
+            )
+            for k in np.flatnonzero(mask.any(axis=(0, 1))):
+                box = (slice(x0, x1), slice(y0, y1), k)
+                mask[box] = self.refine_slice(hu[box], mask[box], spacing[:2])
         erosion, closing = _ball(self.final_erosion_mm, spacing), _ball(self.final_closing_mm, spacing)
         if erosion is not None:
             mask = ndimage.binary_erosion(mask, erosion)

@@ -51,6 +51,7 @@ _MAX_ACROSS_MIDLINE = 0.1  # a lung lies on one side of the spine: at most this 
 _OPEN_RADIUS = 3  # cuts dark bridges thinner than ~7 px (trachea, gaps between ribs and soft tissue)
 _CLOSE_RADIUS = 15  # fills notches up to ~30 px that opacities bite into the lung outline
 
+
 class LungFieldMask(Transform):
     """Segment both lung fields of a chest radiograph with classical image processing.
 
@@ -169,10 +170,11 @@ def _segment_lungs(image: np.ndarray) -> np.ndarray:
         return np.zeros(image.shape, dtype=bool)
     x = filters.gaussian(np.clip((image - low) / (high - low), 0, 1), sigma=1.0)
     midline = _midline(x)
-    opening = morphology.disk(_OPEN_RADIUS)
     best: dict[int, np.ndarray] = {}
     for threshold in np.quantile(x, _QUANTILES):
-        for side, component in _lung_candidates(morphology.opening(x < threshold, opening), midline).items():
+        for side, component in _lung_candidates(
+            morphology.isotropic_opening(x < threshold, _OPEN_RADIUS), midline
+        ).items():
             if side not in best or component.sum() > best[side].sum():
                 best[side] = component
     if len(best) == 1:  # one lung found: its mirror image about the midline stands in for the other
@@ -183,9 +185,10 @@ def _segment_lungs(image: np.ndarray) -> np.ndarray:
         best[-1][:, inside] = found[:, source[inside]]
     lungs = np.zeros(image.shape, dtype=bool)
     for component in best.values():  # each lung alone, so that closing never bridges the mediastinum
-        smooth = morphology.opening(morphology.closing(component, morphology.disk(_CLOSE_RADIUS)), opening)
+        smooth = morphology.isotropic_opening(morphology.isotropic_closing(component, _CLOSE_RADIUS), _OPEN_RADIUS)
         lungs |= ndi.binary_fill_holes(smooth)
     return lungs
+
 
 class LungFieldMaskd(MapTransform):
     """Dictionary wrapper of :class:`LungFieldMask`: writes the lung mask and its fallback flag into the record.
@@ -334,6 +337,8 @@ class LungBoxCropd(MapTransform):
         start, end = self.cropper.compute_box(mask)
         for key in self.key_iterator(d):
             if tuple(d[key].shape[1:]) != tuple(mask.shape[1:]):
-                raise ValueError(f"{key!r} {tuple(d[key].shape)} and {self.mask_key!r} {tuple(mask.shape)} differ in H, W.")
+                raise ValueError(
+                    f"{key!r} {tuple(d[key].shape)} and {self.mask_key!r} {tuple(mask.shape)} differ in H, W."
+                )
             d[key] = self.cropper.crop_pad(d[key], start, end)
         return d

@@ -1,0 +1,156 @@
+"""The SSL family's recorded experiment: {no pre-training, MoCo, inpainting} x {single-task, multi-task} at small
+label budgets, on synthetic SIIM-like data, every run a real ``monai.bundle run`` of the family's configs.
+
+1. synthetic data (``experiment`` size) and its datalist with 3 study-level folds (test = fold 0, validation = 1);
+2. MoCo and inpainting pre-training on every train+validation image, labels unused;
+3. for each label budget (labelled training images per class) and each encoder initialisation, single-task and
+   multi-task fine-tuning, then ``scripts/critical_eval.py`` on the test fold (numbers for every run, figures for
+   the run named by ``--figures_for``);
+4. ``results.json`` and ``results.md`` (the table of docs/ssl.md) under ``--out``.
+
+Runs whose outputs exist are skipped, so an interrupted experiment continues where it stopped. Sized for a shared
+2-core CPU (about an hour): a small backbone at 64 px, one seed. Usage::
+
+    nice -n 10 python scripts/ssl_experiment.py --out runs/ssl_experiment --figures docs/ssl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bundle.data.siim_covid import prepare_siim_covid
+from bundle.data.synthetic_siim import generate_siim
+
+ROOT = Path(__file__).resolve().parents[1]
+INITS = ("none", "moco", "inpainting")
+MODES = ("single", "multi")
+
+
+def run(args: list[str], log: Path) -> None:
+    """Run a command from the bundle root, its output to ``log``; raise with the log's tail when it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(log, "w") as f:
+        completed = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ})
+    print(f"  {time.time() - start:6.0f} s  {log.name}", flush=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{log.read_text()[-3000:]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/ssl_experiment"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/ssl"), help="where the documented figures go")
+    parser.add_argument("--figures_for", default="moco_multi_24", help="run whose critical-evaluation figures to keep")
+    parser.add_argument("--size", default="experiment")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[8, 24])
+    parser.add_argument("--backbone", default="resnet10")
+    parser.add_argument("--image_size", type=int, default=64)
+    parser.add_argument("--pretrain_epochs", type=int, default=15)
+    parser.add_argument("--finetune_epochs", type=int, default=20)
+    parser.add_argument("--queue_size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    out = args.out.resolve()
+    data = out / "data"
+    datalist = data / "siim_covid.json"
+    if not datalist.exists():
+        print(json.dumps(generate_siim(data, size=args.size, seed=args.seed)), flush=True)
+        prepare_siim_covid(data, datalist, n_folds=3, seed=args.seed)
+    common = [
+        "--dataset_dir", str(data), "--datalist", str(datalist), "--backbone", args.backbone,
+        "--image_size", str(args.image_size), "--num_workers", "0", "--seed", str(args.seed),
+    ]  # fmt: skip
+    bundle = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file"]
+
+    # The MoCo queue must stay below the images seen per epoch, or an image's own older key is one of its negatives.
+    method_args = {"moco": ["--queue_size", str(args.queue_size)], "inpainting": []}
+    for method, extra in method_args.items():
+        if not (out / "pretrain" / f"{method}_backbone.pt").exists():
+            run(
+                [*bundle, f"configs/ssl/{method}.yaml", *common, *extra, "--ckpt_dir", str(out / "pretrain"),
+                 "--output_dir", str(out / "tensorboard"), "--max_epochs", str(args.pretrain_epochs)],
+                out / "logs" / f"pretrain_{method}.log",
+            )  # fmt: skip
+
+    results = []
+    for budget in args.budgets:
+        for init in INITS:
+            for mode in MODES:
+                name = f"{init}_{mode}_{budget}"
+                overrides = [*common, "--label_budget", str(budget), "--multitask", str(mode == "multi")]
+                if init != "none":
+                    overrides += ["--pretrained", str(out / "pretrain" / f"{init}_backbone.pt")]
+                ckpt = out / "finetune" / name
+                if not (ckpt / "model.pt").exists():
+                    run(
+                        [*bundle, "configs/ssl/finetune.yaml", *overrides, "--ckpt_dir", str(ckpt),
+                         "--output_dir", str(out / "tensorboard" / name), "--max_epochs", str(args.finetune_epochs)],
+                        out / "logs" / f"finetune_{name}.log",
+                    )  # fmt: skip
+                evaluation = out / "eval" / name
+                if not (evaluation / "metrics.json").exists():
+                    figures = [] if name == args.figures_for else ["--no-figures"]
+                    run(
+                        [sys.executable, "scripts/critical_eval.py", "--config_file", "configs/ssl/finetune.yaml",
+                         "--checkpoint", str(ckpt / "model.pt"), "--out", str(evaluation), *figures, *overrides],
+                        out / "logs" / f"eval_{name}.log",
+                    )  # fmt: skip
+                metrics = json.loads((evaluation / "metrics.json").read_text())
+                results.append({"name": name, "budget": budget, "init": init, "mode": mode, **summary(metrics)})
+
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    table = markdown_table(results)
+    (out / "results.md").write_text(table)
+    print(table)
+    chosen = out / "eval" / args.figures_for
+    if chosen.is_dir():
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for png in sorted(chosen.glob("*.png")):
+            (args.figures / png.name).write_bytes(png.read_bytes())
+        (args.figures / "readout.md").write_text((chosen / "readout.md").read_text())
+    return 0
+
+
+def summary(metrics: dict) -> dict:
+    """The numbers of one run that go into the table."""
+    classification, shortcut = metrics["classification"], metrics["shortcut"]
+    return {
+        "n_test": metrics["n"],
+        "accuracy": classification["accuracy"],
+        "macro_f1": classification["macro_f1"],
+        "recall": {name: c["recall"] for name, c in classification["per_class"].items()},
+        "top_label_ece": metrics["calibration"]["top_label_ece"],
+        "dice": metrics.get("opacity_dice"),
+        "acc_lungs_hidden": shortcut["accuracy"]["lungs"],
+        "acc_outside_hidden": shortcut["accuracy"]["outside"],
+        "majority_rate": shortcut["majority_rate"],
+    }
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One row per run: budget, initialisation, mode, accuracy, macro F1, per-class recall, Dice, ECE, shortcut test."""
+    header = (
+        "| labels/class | encoder init | tasks | accuracy | macro F1 | recall neg / typ / ind / aty | opacity Dice "
+        "| top-label ECE | acc. lungs hidden | acc. outside hidden |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for r in results:
+        recall = " / ".join(f"{v:.2f}" for v in r["recall"].values())
+        dice = f"{r['dice']:.3f}" if r["dice"] is not None else "-"
+        rows.append(
+            f"| {r['budget']} | {r['init']} | {r['mode']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {recall} "
+            f"| {dice} | {r['top_label_ece']:.3f} | {r['acc_lungs_hidden']:.3f} | {r['acc_outside_hidden']:.3f} |"
+        )
+    return header + "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
