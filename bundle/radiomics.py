@@ -3,8 +3,8 @@
 COVID-MTL feeds hand-crafted texture features of the lungs to an auxiliary MLP next to the CNN: first-order, GLCM,
 GLRLM and GLSZM features of the original image and of its 8 wavelet decompositions, with a bin width of 25 HU.
 Extraction takes seconds to minutes per scan, so results are cached on disk per scan, keyed by the image path, its
-modification time and the extraction settings: evaluation, inference, ablations and the LightGBM importance
-analysis reuse what training computed.
+modification time, the lung mask and the extraction settings: evaluation, inference, ablations and the LightGBM
+importance analysis reuse what training computed.
 
 pyradiomics is an optional extra (``pip install --no-build-isolation pyradiomics==3.0.1``); it is imported only when
 features are extracted or named, with an error saying how to install it.
@@ -169,7 +169,8 @@ class RadiomicsFeaturesd(MapTransform):
     Non-finite features (a degenerate texture matrix) become 0, with a warning naming the scan.
 
     The cache holds raw features in ``<cache_dir>/<key>.json`` with key = hash of the image's source path
-    (``filename_or_obj`` of its meta data), modification time, voxel spacing and shape, and the extraction settings.
+    (``filename_or_obj`` of its meta data), modification time, voxel spacing and shape, the lung mask and the
+    extraction settings.
     Images without a source path are extracted every time.
 
     Args:
@@ -199,7 +200,7 @@ class RadiomicsFeaturesd(MapTransform):
         self.log_scale = log_scale
         self.extractor = RadiomicsExtractor(**kwargs)
 
-    def _cache_path(self, image: torch.Tensor | np.ndarray, spacing: Sequence[float]) -> Path | None:
+    def _cache_path(self, image: torch.Tensor | np.ndarray, mask: np.ndarray, spacing: Sequence[float]) -> Path | None:
         source = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
         if self.cache_dir is None or not source or not Path(str(source)).exists():
             return None
@@ -209,6 +210,7 @@ class RadiomicsFeaturesd(MapTransform):
             "mtime": _modified(path),
             "spacing": [round(float(s), 4) for s in spacing],
             "shape": list(image.shape),
+            "mask": hashlib.sha256(np.packbits(mask > 0).tobytes()).hexdigest(),  # other lung settings, other mask
             **self.extractor.settings,
         }
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
@@ -217,13 +219,14 @@ class RadiomicsFeaturesd(MapTransform):
     def features(self, image: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray) -> np.ndarray:
         """Raw features of one image, from the cache when present (written there after extraction)."""
         spacing = [float(s) for s in image.pixdim] if isinstance(image, MetaTensor) else [1.0, 1.0, 1.0]
-        cache = self._cache_path(image, spacing)
+        lungs = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        cache = self._cache_path(image, lungs, spacing)
         if cache is not None and cache.is_file():
             stored = json.loads(cache.read_text())
             if stored["names"] == self.extractor.names:
                 return np.asarray(stored["values"], dtype=np.float64)
-        to_numpy = (lambda t: t.detach().cpu().numpy()) if isinstance(image, torch.Tensor) else np.asarray
-        values = self.extractor(to_numpy(image), to_numpy(mask) if isinstance(mask, torch.Tensor) else mask, spacing)
+        volume = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+        values = self.extractor(volume, lungs, spacing)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")

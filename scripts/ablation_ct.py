@@ -74,12 +74,29 @@ def config(overrides: dict[str, Any], store: dict[str, Any] | None = None) -> Co
 
 
 def preprocess(base: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Run the CT preprocessing once (radiomics included) on the train, validation and test records."""
+    """Run the CT preprocessing once (radiomics included) on the train, validation and test records.
+
+    The result is kept in ``<dataset_dir>/ablation_preprocessed.pt`` with the settings it was made with, so a rerun
+    with the same settings starts training at once.
+    """
+    cache = Path(base["dataset_dir"]) / "ablation_preprocessed.pt"
+    settings = json.dumps({k: v for k, v in base.items() if k != "max_epochs"}, sort_keys=True)
+    if cache.is_file():
+        stored = torch.load(cache, weights_only=True)
+        if stored["settings"] == settings:
+            return stored["store"]
     parser = config({**base, "radiomics": True})
     parser.get_parsed_content("initialize")
     pipeline = Compose(parser.get_parsed_content("preprocessing_transforms"))
     splits = parser.get_parsed_content("splits")
-    return {part: [pipeline(dict(r)) for r in records] for part, records in splits.items()}
+    store = {
+        part: [
+            {k: v.as_tensor() if hasattr(v, "as_tensor") else v for k, v in pipeline(dict(r)).items()} for r in records
+        ]
+        for part, records in splits.items()
+    }
+    torch.save({"settings": settings, "store": store}, cache)
+    return store
 
 
 def scores(tasks: TaskSet, pred: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
@@ -113,7 +130,7 @@ def run_variant(base: dict[str, Any], overrides: dict[str, Any], store: dict[str
                 "train#preprocessing#transforms": "@label_transforms",
                 "validate#preprocessing#transforms": "@label_transforms",
                 "train#handlers": [  # the config's validation, schedule and checkpoint handlers, without logging
-                    {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "epoch_level": True},
+                    {"_target_": "ValidationHandler", "validator": "@validate#evaluator", "interval": 1},
                     {"_target_": "LrScheduleHandler", "lr_scheduler": "@lr_scheduler", "epoch_level": True},
                     "@train#checkpointer",
                 ],

@@ -13,7 +13,8 @@ weights and, on the test split:
 Usage::
 
     python scripts/critical_eval.py --config_file configs/ssl/finetune.yaml --out eval/ssl \\
-        [--checkpoint models/ssl/finetune/model.pt] [--samples 3] [--no-figures] [--<config id> <value> ...]
+        [--checkpoint models/ssl/finetune/model.pt] [--samples 3] [--cam_stride 16] [--no-figures] \\
+        [--<config id> <value> ...]
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
     parser.add_argument("--out", default="eval/ssl", help="output folder")
     parser.add_argument("--split", default="test", choices=["test", "val"], help="which split to evaluate")
     parser.add_argument("--samples", type=int, default=3, help="Grad-CAM overlays per class")
+    parser.add_argument("--cam_stride", type=int, default=None, help="Grad-CAM layer by stride (default: deepest)")
     parser.add_argument("--no-figures", dest="figures", action="store_false", help="numbers only, no PNGs")
     args, rest = parser.parse_known_args(argv)
     if len(rest) % 2 or not all(k.startswith("--") for k in rest[::2]):
@@ -197,8 +199,20 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray, out: Path, n_bins: i
     return save_png(fig, out / "reliability.png")
 
 
-def evaluate(parser: ConfigParser, checkpoint: str | None, out: Path, split: str, samples: int, figures: bool) -> dict:
-    """Run every check on ``split`` and write ``metrics.json``, ``readout.md`` and (optionally) the figures."""
+def evaluate(
+    parser: ConfigParser,
+    checkpoint: str | None,
+    out: Path,
+    split: str,
+    samples: int,
+    figures: bool,
+    cam_stride: int | None = None,
+) -> dict:
+    """Run every check on ``split`` and write ``metrics.json``, ``readout.md`` and (optionally) the figures.
+
+    Grad-CAM is taken at the encoder's deepest map unless ``cam_stride`` names a shallower one: at small input sizes
+    the deepest map has very few cells (2 x 2 at 64 px), a stride-16 map four times as many.
+    """
     out.mkdir(parents=True, exist_ok=True)
     classes = TaskSet(parser.get_parsed_content("tasks")).tasks[0].classes
     network = parser.get_parsed_content("network_def")
@@ -209,7 +223,13 @@ def evaluate(parser: ConfigParser, checkpoint: str | None, out: Path, split: str
     with torch.no_grad():
         probs = torch.cat([torch.softmax(model(b), dim=1) for b in data["image"].split(32)]).numpy()
     predicted = probs.argmax(axis=1)
-    cams = gradcam_maps(model, f"network.{network.cam_layer}", data["image"], class_idx=predicted.tolist())
+    layer = network.cam_layer
+    if cam_stride is not None:
+        taps = {tap.stride: tap.name for tap in network.pyramid.taps}
+        if cam_stride not in taps:
+            raise ValueError(f"no feature map at stride {cam_stride}; strides: {sorted(taps)}")
+        layer = f"backbone.{taps[cam_stride]}"
+    cams = gradcam_maps(model, f"network.{layer}", data["image"], class_idx=predicted.tolist())
     stats = cam_statistics(cams, data["lung_mask"], data["seg"])
     per_class_cam = {
         name: {key: [values[i] for i in np.flatnonzero(data["label"] == k)] for key, values in stats.items()}
@@ -217,6 +237,7 @@ def evaluate(parser: ConfigParser, checkpoint: str | None, out: Path, split: str
     }
     report = {
         "checkpoint": str(checkpoint),
+        "cam_layer": layer,
         "split": split,
         "n": len(data["records"]),
         "classification": per_class_report(data["label"], predicted, classes),
@@ -226,7 +247,7 @@ def evaluate(parser: ConfigParser, checkpoint: str | None, out: Path, split: str
     }
     if network.decoder is not None:
         report["opacity_dice"] = _pooled_dice(network, data)
-    text = readout({**report, "shortcut": {k: v for k, v in report["shortcut"].items() if k != "predictions"}}, classes)
+    text = readout(report, classes)
     (out / "readout.md").write_text(text)
     (out / "metrics.json").write_text(json.dumps(to_jsonable(report), indent=1) + "\n")
     if figures:
@@ -250,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     args, overrides = parse_args(argv)
     parser = load_config(args.config_file, overrides)
-    report = evaluate(parser, args.checkpoint, Path(args.out), args.split, args.samples, args.figures)
+    report = evaluate(parser, args.checkpoint, Path(args.out), args.split, args.samples, args.figures, args.cam_stride)
     shortcut = report["shortcut"]["accuracy"]
     logger.info(
         f"{args.split}: accuracy {report['classification']['accuracy']:.3f}, macro F1 "

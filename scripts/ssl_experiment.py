@@ -9,7 +9,8 @@ label budgets, on synthetic SIIM-like data, every run a real ``monai.bundle run`
 4. ``results.json`` and ``results.md`` (the table of docs/ssl.md) under ``--out``.
 
 Runs whose outputs exist are skipped, so an interrupted experiment continues where it stopped. Sized for a shared
-2-core CPU (about an hour): a small backbone at 64 px, one seed. Usage::
+2-core CPU: a half-width ResNet-10 at 64 px, few epochs, model selection on part of the validation fold.
+Usage::
 
     nice -n 10 python scripts/ssl_experiment.py --out runs/ssl_experiment --figures docs/ssl
 """
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from bundle.data.siim_covid import prepare_siim_covid
 from bundle.data.synthetic_siim import generate_siim
@@ -47,15 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/ssl_experiment"))
     parser.add_argument("--figures", type=Path, default=Path("docs/ssl"), help="where the documented figures go")
-    parser.add_argument("--figures_for", default="moco_multi_24", help="run whose critical-evaluation figures to keep")
+    parser.add_argument("--figures_for", default="moco_multi_24_s0", help="run whose evaluation figures to keep")
     parser.add_argument("--size", default="experiment")
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 24])
     parser.add_argument("--backbone", default="resnet10")
+    parser.add_argument("--backbone_kwargs", default="{'widen_factor': 0.5}", help="as in the configs (a dict literal)")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--pretrain_epochs", type=int, default=15)
     parser.add_argument("--finetune_epochs", type=int, default=20)
     parser.add_argument("--queue_size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val_images", type=int, default=40, help="validation images used for model selection")
+    parser.add_argument("--seed", type=int, default=0, help="data, folds and pre-training seed")
+    parser.add_argument("--finetune_seeds", type=int, nargs="+", default=[0], help="label draws and fine-tuning seeds")
     args = parser.parse_args(argv)
 
     out = args.out.resolve()
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_siim_covid(data, datalist, n_folds=3, seed=args.seed)
     common = [
         "--dataset_dir", str(data), "--datalist", str(datalist), "--backbone", args.backbone,
-        "--image_size", str(args.image_size), "--num_workers", "0", "--seed", str(args.seed),
+        "--backbone_kwargs", args.backbone_kwargs, "--image_size", str(args.image_size), "--num_workers", "0",
     ]  # fmt: skip
     bundle = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file"]
 
@@ -75,39 +81,41 @@ def main(argv: list[str] | None = None) -> int:
     for method, extra in method_args.items():
         if not (out / "pretrain" / f"{method}_backbone.pt").exists():
             run(
-                [*bundle, f"configs/ssl/{method}.yaml", *common, *extra, "--ckpt_dir", str(out / "pretrain"),
+                [*bundle, f"configs/ssl/{method}.yaml", *common, *extra, "--seed", str(args.seed),
+                 "--ckpt_dir", str(out / "pretrain"),
                  "--output_dir", str(out / "tensorboard"), "--max_epochs", str(args.pretrain_epochs)],
                 out / "logs" / f"pretrain_{method}.log",
             )  # fmt: skip
 
     results = []
-    for budget in args.budgets:
-        for init in INITS:
-            for mode in MODES:
-                name = f"{init}_{mode}_{budget}"
-                overrides = [*common, "--label_budget", str(budget), "--multitask", str(mode == "multi")]
-                if init != "none":
-                    overrides += ["--pretrained", str(out / "pretrain" / f"{init}_backbone.pt")]
-                ckpt = out / "finetune" / name
-                if not (ckpt / "model.pt").exists():
-                    run(
-                        [*bundle, "configs/ssl/finetune.yaml", *overrides, "--ckpt_dir", str(ckpt),
-                         "--output_dir", str(out / "tensorboard" / name), "--max_epochs", str(args.finetune_epochs)],
-                        out / "logs" / f"finetune_{name}.log",
-                    )  # fmt: skip
-                evaluation = out / "eval" / name
-                if not (evaluation / "metrics.json").exists():
-                    figures = [] if name == args.figures_for else ["--no-figures"]
-                    run(
-                        [sys.executable, "scripts/critical_eval.py", "--config_file", "configs/ssl/finetune.yaml",
-                         "--checkpoint", str(ckpt / "model.pt"), "--out", str(evaluation), *figures, *overrides],
-                        out / "logs" / f"eval_{name}.log",
-                    )  # fmt: skip
-                metrics = json.loads((evaluation / "metrics.json").read_text())
-                results.append({"name": name, "budget": budget, "init": init, "mode": mode, **summary(metrics)})
+    runs = [(b, i, m, s) for b in args.budgets for s in args.finetune_seeds for i in INITS for m in MODES]
+    for budget, init, mode, seed in runs:
+        name = f"{init}_{mode}_{budget}_s{seed}"
+        overrides = [*common, "--seed", str(seed), "--label_budget", str(budget)]
+        overrides += ["--multitask", str(mode == "multi")]
+        selection = ["--validate#data", f"$@splits['val'][:{args.val_images}]"]
+        if init != "none":
+            overrides += ["--pretrained", str(out / "pretrain" / f"{init}_backbone.pt")]
+        ckpt = out / "finetune" / name
+        if not (ckpt / "model.pt").exists():
+            run(
+                [*bundle, "configs/ssl/finetune.yaml", *overrides, *selection, "--ckpt_dir", str(ckpt),
+                 "--output_dir", str(out / "tensorboard" / name), "--max_epochs", str(args.finetune_epochs)],
+                out / "logs" / f"finetune_{name}.log",
+            )  # fmt: skip
+        evaluation = out / "eval" / name
+        if not (evaluation / "metrics.json").exists():
+            figures = [] if name == args.figures_for else ["--no-figures"]
+            run(
+                [sys.executable, "scripts/critical_eval.py", "--config_file", "configs/ssl/finetune.yaml",
+                 "--checkpoint", str(ckpt / "model.pt"), "--out", str(evaluation), *figures, *overrides],
+                out / "logs" / f"eval_{name}.log",
+            )  # fmt: skip
+        metrics = json.loads((evaluation / "metrics.json").read_text())
+        results.append({"name": name, "budget": budget, "init": init, "mode": mode, "seed": seed, **summary(metrics)})
 
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    table = markdown_table(results)
+    table = markdown_table(results) + "\n" + mean_table(results)
     (out / "results.md").write_text(table)
     print(table)
     chosen = out / "eval" / args.figures_for
@@ -138,17 +146,40 @@ def summary(metrics: dict) -> dict:
 def markdown_table(results: list[dict]) -> str:
     """One row per run: budget, initialisation, mode, accuracy, macro F1, per-class recall, Dice, ECE, shortcut test."""
     header = (
-        "| labels/class | encoder init | tasks | accuracy | macro F1 | recall neg / typ / ind / aty | opacity Dice "
-        "| top-label ECE | acc. lungs hidden | acc. outside hidden |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        "| labels/class | seed | encoder init | tasks | accuracy | macro F1 | recall neg / typ / ind / aty "
+        "| opacity Dice | top-label ECE | acc. lungs hidden | acc. outside hidden |\n" + "|---" * 11 + "|\n"
     )
     rows = []
     for r in results:
         recall = " / ".join(f"{v:.2f}" for v in r["recall"].values())
         dice = f"{r['dice']:.3f}" if r["dice"] is not None else "-"
         rows.append(
-            f"| {r['budget']} | {r['init']} | {r['mode']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {recall} "
-            f"| {dice} | {r['top_label_ece']:.3f} | {r['acc_lungs_hidden']:.3f} | {r['acc_outside_hidden']:.3f} |"
+            f"| {r['budget']} | {r['seed']} | {r['init']} | {r['mode']} | {r['accuracy']:.3f} | {r['macro_f1']:.3f} "
+            f"| {recall} | {dice} | {r['top_label_ece']:.3f} | {r['acc_lungs_hidden']:.3f} "
+            f"| {r['acc_outside_hidden']:.3f} |"
         )
+    return header + "\n".join(rows) + "\n"
+
+
+def mean_table(results: list[dict]) -> str:
+    """Mean and standard deviation over the fine-tuning seeds of each (budget, initialisation, tasks) cell."""
+    header = (
+        "| labels/class | encoder init | tasks | seeds | accuracy | macro F1 | opacity Dice | acc. lungs hidden "
+        "| acc. outside hidden |\n|---|---|---|---|---|---|---|---|---|\n"
+    )
+    cells: dict[tuple, list[dict]] = {}
+    for r in results:
+        cells.setdefault((r["budget"], r["init"], r["mode"]), []).append(r)
+
+    def stat(runs: list[dict], key: str) -> str:
+        values = [r[key] for r in runs if r[key] is not None]
+        return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "-"
+
+    rows = [
+        f"| {b} | {i} | {m} | {len(rs)} | {stat(rs, 'accuracy')} | {stat(rs, 'macro_f1')} | {stat(rs, 'dice')} "
+        f"| {stat(rs, 'acc_lungs_hidden')} | {stat(rs, 'acc_outside_hidden')} |"
+        for (b, i, m), rs in cells.items()
+    ]
     return header + "\n".join(rows) + "\n"
 
 

@@ -19,8 +19,9 @@ def phantom(seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
 
 # (phantom seed, snake pixel size mm, least Dice). Thresholding leaves consolidation (-100..+50 HU) out of the lungs
 # where it reaches the pleura, so a phantom with a quarter of its lungs consolidated or ground-glass scores lower: the
-# limitation is measured (docs/covid_mtl_ct.md), not hidden. Seed 12: 4% lesion burden, 13: none, 100: 25%.
-CASES = [(12, 1.0, 0.90), (13, 2.0, 0.90), (100, 2.0, 0.80)]
+# limitation is measured (docs/covid_mtl_ct.md), not hidden. Seed 12: 4% lesion burden (the paper's 1 mm snake),
+# 100: 25% (a 2 mm snake, for time); a phantom without lesions is checked with the dict transform below.
+CASES = [(12, 1.0, 0.90), (100, 2.0, 0.80)]
 
 
 @pytest.mark.parametrize(("seed", "snake_spacing", "least"), CASES)
@@ -36,10 +37,10 @@ def test_dict_transform_reads_spacing_from_the_meta_tensor_and_keeps_the_affine(
     hu, truth, _ = phantom(13)
     affine = torch.diag(torch.tensor([*SIZE.spacing, 1.0], dtype=torch.float64))
     image = MetaTensor(torch.from_numpy(hu[None]), affine=affine)
-    out = CTLungMaskd("image", mask_key="lungs", snake_spacing=3.0)({"image": image})
+    out = CTLungMaskd("image", mask_key="lungs", snake_spacing=2.0)({"image": image})
     assert isinstance(out["lungs"], MetaTensor) and torch.equal(out["lungs"].affine, affine)
     assert out["image"] is image
-    assert dice(out["lungs"], truth) >= 0.88
+    assert dice(out["lungs"], truth) >= 0.90
 
 
 def test_outside_air_and_a_body_without_lungs_give_no_lungs() -> None:

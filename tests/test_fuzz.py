@@ -42,6 +42,7 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+ADAPTER_FUZZ = settings(FUZZ, max_examples=100)  # each example writes a spreadsheet: slower than a DICOM
 HANG_SECONDS = 120  # a guard against hangs only: a valid example takes milliseconds
 
 
@@ -96,7 +97,7 @@ TEXT_TAGS = {  # keyword -> VR, values worth trying besides random text
     "RescaleIntercept": ("DS", ["0", "-1e308", "1e308", "nan", "x", "", "1\\2"]),
     "WindowCenter": ("DS", ["0", "-5", "1e308", "nan", "2048\\100", "", "q"]),
     "WindowWidth": ("DS", ["0", "1", "-1", "1e-300", "nan", "inf", "4096\\0", "", "w"]),
-    "VOILUTFunction": ("CS", ["LINEAR", "LINEAR_EXACT", "SIGMOID", "BOGUS", ""]),
+    "VOILUTFunction": ("CS", ["LINEAR", "LINEAR_EXACT", "SIGMOID", "BOGUS", "", "\\", "LINEAR\\SIGMOID"]),
     "PixelSpacing": ("DS", ["0\\0", "-1\\1", "nan\\1", "1", "1\\2\\3", "a\\b", "1e308\\1e308", ""]),
     "ImagerPixelSpacing": ("DS", ["0.1\\0.1", "0\\0", "x", ""]),
     "NumberOfFrames": ("IS", ["0", "1", "2", "-1", "99999999999", "x", ""]),
@@ -196,6 +197,7 @@ cells = st.one_of(
     st.just(""),
     st.sampled_from(["MILD", "SEVERE", "severe ", "MODERATE", "001000", "1000", "123321", "0", "1", "nan", "NaN"]),
     st.sampled_from(["1.dcm", "P_A_0001", "../1.dcm", "/etc/hostname", "a\x00b.dcm", "x" * 300, "sub/1.dcm", "."]),
+    st.sampled_from(['"', 'a"b', ";" * 20, '"001000";"1"']),  # quoting and separators as a person might type them
     st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=300),
     st.text(alphabet=st.characters(codec="ascii"), max_size=8),
     st.integers(-(10**12), 10**12).map(str),
@@ -223,7 +225,7 @@ def _write_dicom(path: Path) -> None:
     path.write_bytes(VALID_DICOM)
 
 
-@FUZZ
+@ADAPTER_FUZZ
 @given(rows=st.lists(st.tuples(cells, cells, cells, cells, cells), min_size=1, max_size=6))
 def test_aiforcovid_adapter_on_random_cells(tmp_path_factory: pytest.TempPathFactory, rows: list[tuple]) -> None:
     root = tmp_path_factory.mktemp("aiforcovid")
@@ -236,7 +238,7 @@ def test_aiforcovid_adapter_on_random_cells(tmp_path_factory: pytest.TempPathFac
     assert_adapter_contract(read_aiforcovid, root)
 
 
-@FUZZ
+@ADAPTER_FUZZ
 @given(rows=st.lists(st.tuples(cells, cells, cells, cells, cells), min_size=1, max_size=6), raw_line=cells)
 def test_brixia_adapter_on_random_cells(
     tmp_path_factory: pytest.TempPathFactory, rows: list[tuple], raw_line: str
@@ -263,8 +265,25 @@ def test_brixia_adapter_on_random_cells(
         ({"Rows": struct.pack("<HH", 20, 20)}, "malformed Rows [20, 20] (one integer expected)"),
         ({"SamplesPerPixel": b"\0" * 5}, "malformed DICOM element (BytesLengthException"),
         ({"NumberOfFrames": b"2\\3 "}, "malformed NumberOfFrames"),
+        # found as TypeError / ValueError from undoing GDCM's rescale after pydicom refused a native image
+        ({"Rows": struct.pack("<H", 21), "RescaleIntercept": b""}, "malformed RescaleIntercept"),
+        ({"Rows": struct.pack("<H", 21), "RescaleIntercept": b":"}, "malformed RescaleIntercept ':'"),
+        ({"Rows": struct.pack("<H", 21)}, "cannot decode the pixel data (Explicit VR Little Endian): The number of"),
+        # found as a (20, 1, 16) image: pydicom read the surplus pixel data as frames
+        ({"Rows": struct.pack("<H", 1)}, "decoded pixel data has shape (20, 1, 16), not the declared"),
     ],
-    ids=["bits_stored_1024", "bits_allocated_12", "pixel_representation_2", "two_rows", "odd_length_us", "two_frames"],
+    ids=[
+        "bits_stored_1024",
+        "bits_allocated_12",
+        "pixel_representation_2",
+        "two_rows",
+        "odd_length_us",
+        "two_frames",
+        "empty_intercept",
+        "text_intercept",
+        "short_native_pixel_data",
+        "surplus_pixel_data",
+    ],
 )
 def test_regression_malformed_pixel_description(tmp_path: Path, mutations: dict[str, bytes], reason: str) -> None:
     path = tmp_path / "bad.dcm"
@@ -272,6 +291,20 @@ def test_regression_malformed_pixel_description(tmp_path: Path, mutations: dict[
     with pytest.raises(DicomInputError) as excinfo:
         read_cxr(path)
     assert reason in excinfo.value.reason
+
+
+def test_regression_malformed_file_meta_element(tmp_path: Path) -> None:
+    """Found as NotImplementedError (unknown VR) from reading the file meta's MediaStorageSOPClassUID."""
+    data = bytearray(VALID_DICOM)
+    data[163] = 0  # the VR of the second file meta element becomes b"U\\0"
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(bytes(data[:166]))
+    with pytest.raises(DicomInputError) as excinfo:
+        read_cxr(path)
+    assert excinfo.value.reason == (
+        "malformed DICOM element (NotImplementedError: With tag (0002,0002) got exception: "
+        "Unknown Value Representation '0x55 0x00' in tag (0002,0002))"
+    )
 
 
 def test_regression_unusable_path_is_an_input_error(tmp_path: Path) -> None:
@@ -306,3 +339,34 @@ def test_regression_aiforcovid_image_file_that_is_no_file_in_the_folder(tmp_path
     )
     result = read_aiforcovid(tmp_path)
     assert not result.records and result.rejected[0].reason.startswith(reason)
+
+
+def test_regression_multi_valued_voi_lut_function_is_skipped(tmp_path: Path) -> None:
+    """Found as AttributeError ('MultiValue' object has no attribute 'upper') inside pydicom's windowing."""
+    path = tmp_path / "voi.dcm"
+    path.write_bytes(_with_header({"VOILUTFunction": b"\\ "}))
+    with pytest.warns(UserWarning, match="ignoring unusable VOI LUT/window"):
+        image, _ = read_cxr(path)
+    expected = np.arange(320, dtype=np.float32).reshape(20, 16) * 12  # the modality values, window skipped
+    np.testing.assert_array_equal(image, expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [  # found as pandas ParserError / EmptyDataError escaping the adapter
+        ('Filename;BrixiaScore;BrixiaScoreGlobal;ConsensusTestset;Subject\n"1.dcm;000000;0;0;S\n', "EOF inside string"),
+        (
+            "Filename;BrixiaScore;BrixiaScoreGlobal;ConsensusTestset;Subject\n1.dcm;0;0;0;S\n1;0;0;0;S;x\n",
+            "line 3, saw 6",
+        ),
+        # found as TypeError (MultiIndex): a first row longer than the header became an index, shifting the columns
+        ("Filename;BrixiaScore;BrixiaScoreGlobal;ConsensusTestset;Subject\n1.dcm;000000;0;0;S;\n", "more cells than"),
+        ("", "No columns to parse"),
+    ],
+    ids=["unclosed_quote", "extra_cells", "trailing_separator_on_first_row", "empty_file"],
+)
+def test_regression_unparsable_brixia_sheet_is_a_layout_error(tmp_path: Path, text: str, reason: str) -> None:
+    _write_dicom(tmp_path / "dicom_clean" / "1.dcm")
+    (tmp_path / "metadata_global_v2.csv").write_text(text)
+    with pytest.raises(DatasetLayoutError, match=f"metadata_global_v2.csv: cannot be read as a table .*{reason}"):
+        read_brixia(tmp_path)

@@ -45,6 +45,27 @@ def test_mask_of_simple_chest() -> None:
     assert _dice(mask[0].numpy() > 0, lungs) > 0.85
 
 
+def test_mask_bridges_opacities_and_mirrors_a_white_lung() -> None:
+    image, lungs = _simple_chest(seed=2)
+    height, width = image.shape
+    right_half = np.zeros_like(lungs)
+    right_half[:, : width // 2] = True
+    broken = image.copy()
+    for top in (0.3, 0.45, 0.6):  # bright bands split the image-left lung into four pieces
+        band = np.zeros_like(lungs)
+        band[int(top * height) : int(top * height) + 8] = True
+        broken[band & lungs & right_half] = 0.7
+    mask = LungFieldMask()(torch.from_numpy(broken)[None])[0].numpy() > 0
+    assert _dice(mask & right_half, lungs & right_half) > 0.85
+
+    white = image.copy()
+    white[lungs & ~right_half] = 0.7  # the image-right lung is as dense as soft tissue
+    out = LungFieldMask()(torch.from_numpy(white)[None])
+    mask = out[0].numpy() > 0
+    assert out.meta[FALLBACK_META_KEY] is False
+    assert _dice(mask & ~right_half, lungs & ~right_half) > 0.8, "the missing lung is the mirror of the other"
+
+
 def test_mask_keeps_meta_and_dict_wrapper() -> None:
     image, lungs = _simple_chest(seed=1)
     affine = torch.diag(torch.tensor([0.2, 0.3, 1.0, 1.0], dtype=torch.float64))
@@ -59,7 +80,12 @@ def test_mask_keeps_meta_and_dict_wrapper() -> None:
 
 @pytest.mark.parametrize(
     "image",
-    [torch.zeros(1, 120, 100), torch.full((1, 64, 64), 7.0), torch.linspace(0, 1, 90).expand(1, 80, 90), torch.ones(1, 3, 4)],
+    [
+        torch.zeros(1, 120, 100),
+        torch.full((1, 64, 64), 7.0),
+        torch.linspace(0, 1, 90).expand(1, 80, 90),
+        torch.ones(1, 3, 4),
+    ],
     ids=["zeros", "constant", "ramp", "tiny"],
 )
 def test_fallback_is_flagged(image: torch.Tensor) -> None:

@@ -83,7 +83,7 @@ def test_info_nce_matches_the_value_computed_by_hand() -> None:
 
 def test_moco_forward_updates_key_encoder_and_queue_only_in_training() -> None:
     torch.manual_seed(0)
-    moco = MoCo("resnet10", projection_dim=8, queue_size=6, momentum=0.5, shuffle_bn_splits=2)
+    moco = MoCo("resnet10", backbone_kwargs={"widen_factor": 0.25}, projection_dim=8, queue_size=6, momentum=0.5)
     key_before = moco.key_projection[0].weight.detach().clone()
     with torch.no_grad():
         moco.projection[0].weight.add_(1.0)  # make the query encoder differ so the update is visible

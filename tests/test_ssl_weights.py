@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigWorkflow
 
 from bundle.networks.backbones import build_backbone, load_pretrained, weights_sidecar
 from bundle.networks.multihead import MultiHeadNet
 from bundle.networks.segmentation import FeaturePyramid, PredOnly, SegmentationMultiHeadNet, UNetDecoder
 from bundle.ssl.export import save_backbone
 from bundle.ssl.moco import MoCo
+from conftest import ROOT
 
 CORE_TASKS = [
     {"name": "prognosis", "classes": ["MILD", "SEVERE"], "target": "prognosis", "head": "prognosis_mlp"},
@@ -56,6 +58,20 @@ def test_a_different_backbone_is_refused_with_an_error_naming_the_pretraining(mo
         MultiHeadNet("resnet18", CORE_TASKS, pretrained=moco_weights)
     with pytest.raises(ValueError, match="moco pre-training of backbone 'resnet10'"):
         MultiHeadNet("densenet121", CORE_TASKS, pretrained=moco_weights)
+
+
+def test_the_mdmt_training_config_starts_from_the_pretrained_encoder(
+    moco_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)  # the configs' %file#id macros are relative to the bundle root
+    workflow = ConfigWorkflow(
+        config_file=[str(ROOT / "configs" / "train.yaml"), str(ROOT / "configs" / "ssl" / "mdmt_pretrained.yaml")],
+        workflow_type="train",
+        backbone="resnet10",
+        pretrained=str(moco_weights),
+    )
+    network = workflow.parser.get_parsed_content("network_def")
+    assert isinstance(network, MultiHeadNet) and torch.all(network.backbone.conv1.weight == 0.5)
 
 
 def test_same_shapes_but_another_architecture_is_refused_by_the_sidecar(moco_weights: Path) -> None:

@@ -17,7 +17,8 @@ from conftest import ROOT, bundle_command
 
 pytestmark = pytest.mark.e2e
 
-TINY = ["--backbone", "resnet10", "--image_size", "64", "--batch_size", "8", "--num_workers", "0", "--max_epochs", "1"]
+NET = ["--backbone", "resnet10", "--backbone_kwargs", "{'widen_factor': 0.25}", "--image_size", "64"]
+TINY = [*NET, "--batch_size", "8", "--num_workers", "0", "--max_epochs", "1"]
 CORE_TASKS = [
     {"name": "prognosis", "classes": ["MILD", "SEVERE"], "target": "prognosis", "head": "prognosis_mlp"},
     {"name": "severity", "classes": ["0-4", "5-9", "10-14", "15-18"], "target": "brixia_global_class"},
@@ -62,7 +63,7 @@ def test_pretraining_writes_backbone_weights_the_mdmt_network_loads(pretrained: 
     weights = pretrained / f"{method}_backbone.pt"
     sidecar = json.loads(weights_sidecar(weights).read_text())
     assert sidecar["method"] == method and sidecar["backbone"] == "resnet10" and sidecar["epochs"] == 1
-    mdmt = MultiHeadNet("resnet10", CORE_TASKS, pretrained=weights)
+    mdmt = MultiHeadNet("resnet10", CORE_TASKS, backbone_kwargs={"widen_factor": 0.25}, pretrained=weights)
     state = load_checkpoint(weights)
     torch.testing.assert_close(mdmt.backbone.conv1.weight, state["conv1.weight"])
     resumable = load_checkpoint(pretrained / f"{method}_checkpoint_last.pt")
@@ -96,7 +97,7 @@ def test_critical_evaluation_writes_numbers_figures_and_readout(
     out = tmp_path / "eval"
     assert script.main(
         ["--config_file", "configs/ssl/finetune.yaml", "--checkpoint", str(multitask[0] / "model.pt"),
-         "--out", str(out), "--samples", "1", *_data(siim), "--backbone", "resnet10", "--image_size", "64"]
+         "--out", str(out), "--samples", "1", *_data(siim), *NET]
     ) == 0  # fmt: skip
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["shortcut"]["accuracy"]) == {"none", "lungs", "outside"}

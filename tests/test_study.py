@@ -86,6 +86,9 @@ def test_small_n_and_degenerate_inputs_give_notes_not_errors() -> None:
     assert all(test["p"] is None and "zero" in test["note"] for test in equal["tests"].values())
     two_strategies = _pooled({"mdmt": [0.7, 0.8], "ft": [0.6, 0.7]})
     assert "at least 3" in friedman(two_strategies, "cv", "accuracy", ["ft", "mdmt"])["note"]
+    constant = compare_pair(two_strategies, "cv", "accuracy", "mdmt", "ft")  # both differences exactly 0.1
+    assert constant["tests"]["paired_t"]["p"] is None and "equal" in constant["tests"]["paired_t"]["note"]
+    assert spread(two_strategies, "cv", "accuracy", ["ft", "mdmt"])["p"] is None
     absent = compare_pair(two_strategies, "loco", "accuracy", "mdmt", "ft")
     assert absent["n"] == 0 and absent["tests"]["wilcoxon"]["p"] is None
 
@@ -190,6 +193,7 @@ def test_study_results_statistics_and_report_are_complete(killed_and_resumed: di
     assert "smallest attainable p" in pair["tests"]["wilcoxon"]["note"] or pair["tests"]["wilcoxon"]["p"] is None
     assert all(row["p"] is None and "at least 3" in row["note"] for row in stats["friedman"])
     report = (study / "report.md").read_text()
-    assert "66.0" in report and "Measured on: tiny" in report  # the paper's number beside the measured ones
+    assert "| ft | cv | 2 |" in report and "| 67.3 |" in report  # the paper's FT CV ACC beside the measured
+    assert "Measured on: tiny" in report
     for png in ("study_boxplots.png", "study_roc_reliability.png"):
         assert (study / png).stat().st_size > 5000 and f"]({png})" in report

@@ -18,7 +18,7 @@ from monai.bundle import ConfigParser
 from pydicom.data import get_testdata_file
 
 from bundle.data.datalist import load_datalist
-from bundle.data.validation import CHECKS, PreflightError, TrainingPreflight, validate_datalists
+from bundle.data.validation import CHECKS, Finding, PreflightError, TrainingPreflight, validate_datalists
 from conftest import ROOT
 
 
@@ -80,7 +80,8 @@ def bad_data(tiny_demo: Path, tmp_path: Path) -> tuple[Path, dict[str, tuple[str
     return write_datalist(tmp_path / "bad.json", data), expected
 
 
-def findings_by_image(findings: list) -> dict[str, list[tuple[str, str]]]:
+def findings_by_image(findings: list[Finding]) -> dict[str, list[tuple[str, str]]]:
+    """Image file name -> its (check, reason) findings."""
     by_image: dict[str, list[tuple[str, str]]] = {}
     for finding in findings:
         by_image.setdefault(Path(finding.image).name, []).append((finding.check, finding.reason))

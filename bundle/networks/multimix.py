@@ -45,11 +45,11 @@ class MultiMixNet(nn.Module):
     LeakyReLU(0.2), dropout), with a 2x max pooling before every block but the first. The classification branch pools
     the deepest features with a global *max*: instance norm removes the mean of every feature map of every image, so
     a global average of instance-normalised features is nearly the same for all images and a classifier on it does
-    not learn (measured on the synthetic data: chance accuracy where max pooling learns). The decoder mirrors it with
-    transposed-convolution upsampling and skip connections (MONAI's ``BasicUNet`` blocks). The bridge input (image and
-    saliency, ``2 * in_channels`` channels) joins the skip connection of the first decoder stage, resized to its
-    resolution. Before joining, the saliency is scaled per image to a maximum magnitude of 1: raw input gradients are
-    orders of magnitude smaller than image values, and their scale drifts as the classifier trains.
+    not learn (measured on the synthetic data: a constant prediction where max pooling learns). The decoder mirrors
+    the encoder with transposed-convolution upsampling and skip connections (MONAI's ``BasicUNet`` blocks). The bridge
+    input (image and saliency, ``2 * in_channels`` channels) joins the skip connection of the first decoder stage,
+    resized to its resolution. Before joining, the saliency is scaled per image to a maximum magnitude of 1: raw input
+    gradients are orders of magnitude smaller than image values, and their scale drifts as the classifier trains.
 
     Args:
         spatial_dims: 2 for radiographs (the network is dimension-agnostic).

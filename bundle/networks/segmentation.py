@@ -305,6 +305,10 @@ class SegmentationMultiHeadNet(nn.Module):
 class PredOnly(nn.Module):
     """One image in, one tensor out: the ``pred`` entry of a dict-output network (for export and Grad-CAM).
 
+    The wrapper is transparent to checkpoints: ``state_dict`` and ``load_state_dict`` are the wrapped network's, so
+    ``ckpt_export`` loads a training checkpoint into it unchanged. Module paths (for Grad-CAM target layers) gain the
+    ``network.`` prefix. The feature pyramid's hooks cannot be scripted: export with ``--use_trace True``.
+
     Args:
         network: a network whose forward returns a dict with a ``pred`` tensor.
     """
@@ -316,3 +320,11 @@ class PredOnly(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """The wrapped network's ``pred``."""
         return self.network(image)["pred"]
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The wrapped network's state dict (no ``network.`` prefix)."""
+        return self.network.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """Load a state dict of the wrapped network."""
+        return self.network.load_state_dict(state_dict, strict=strict, assign=assign)

@@ -212,7 +212,7 @@ def readout(report: dict[str, Any], classes: Sequence[str]) -> str:
 
     Args:
         report: ``{"classification": per_class_report, "calibration": calibration_summary, "shortcut":
-            shortcut_test (without predictions is fine), "cam": {class: cam_statistics of that class's samples}}``.
+            shortcut_test (with or without its predictions), "cam": {class: cam_statistics of that class's samples}}``.
         classes: class names.
     """
     shortcut, calibration = report["shortcut"], report["calibration"]
@@ -246,6 +246,29 @@ def readout(report: dict[str, Any], classes: Sequence[str]) -> str:
             f"- With only the lungs visible it loses {accuracy['none'] - accuracy['outside']:.2f} of accuracy: it "
             "depends on context outside the lungs, or on the masked image being unlike its training images."
         )
+    for mode, what in (("lungs", "lungs hidden"), ("outside", "only the lungs visible")):
+        predicted = shortcut.get("predictions", {}).get(mode)
+        if predicted:
+            top = int(np.bincount(predicted).argmax())
+            share = float(np.mean(np.asarray(predicted) == top))
+            if share >= 0.9:
+                lines.append(
+                    f"- With {what} it answers **{classes[top]}** for {share:.0%} of the images: the masked inputs are "
+                    "far from its training images, so that arm of the test measures this shift more than the evidence."
+                )
+    cam = [report["cam"][c] for c in classes if report["cam"].get(c, {}).get("lung_share")]
+    if cam:
+        share = _mean([v for c in cam for v in c["lung_share"]])
+        area = _mean([v for c in cam for v in c["lung_area"]])
+        if share > area + 0.05:
+            lines.append(
+                f"- Grad-CAM mass is concentrated on the lung fields ({share:.2f} of it on {area:.2f} of the image)."
+            )
+        else:
+            lines.append(
+                f"- Grad-CAM mass is not concentrated on the lung fields ({share:.2f} of it on {area:.2f} of the "
+                "image, what a flat map gives)."
+            )
     lines += [
         "",
         "| class | recall | precision | Grad-CAM mass in lungs (lung area) | in boxes (box area) | peak in a box |",

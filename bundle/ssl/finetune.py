@@ -76,9 +76,6 @@ class ClassificationSegmentationLoss(nn.Module):
         seg_weight: weight of the segmentation term.
         reduction: ``MultiDatasetLoss`` reduction.
         weighting: ``MultiDatasetLoss`` weighting across classification tasks.
-
-    Attributes:
-        last_losses: the classification and segmentation terms of the last call, as floats.
     """
 
     def __init__(
@@ -94,12 +91,10 @@ class ClassificationSegmentationLoss(nn.Module):
         self.classification = MultiDatasetLoss(tasks, reduction=reduction, weighting=weighting)
         self.segmentation = DiceCELoss(sigmoid=True, batch=True)
         self.seg_weight = seg_weight
-        self.last_losses: dict[str, float] = {}
 
     def forward(self, pred: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Total loss of a batch; ``pred`` and ``target`` are the dicts of the network and the batch preparation."""
         loss = self.classification(pred["pred"], target["label"])
-        self.last_losses = {"classification": float(loss.detach())}
         if "seg" not in pred or self.seg_weight == 0:
             return loss
         if "seg" not in target:
@@ -107,7 +102,6 @@ class ClassificationSegmentationLoss(nn.Module):
         present = mask_present(target["seg"])
         if present.any():
             seg = self.segmentation(pred["seg"][present], target["seg"][present])
-            self.last_losses["segmentation"] = float(seg.detach())
         else:
             seg = pred["seg"].sum() * 0.0
         return loss + self.seg_weight * seg

@@ -109,9 +109,7 @@ class RandLungFlipd(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob)
         self.flipper = LungFlipd(keys=keys, zones_key=zones_key, allow_missing_keys=allow_missing_keys)
 
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandLungFlipd:
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> RandLungFlipd:
         """Seed the flip decisions; returns ``self`` for chaining."""
         super().set_random_state(seed, state)
         return self

@@ -50,6 +50,9 @@ _LUNG_CENTROID_ROWS = (0.15, 0.75)  # plausible centroid row of a lung, as a fra
 _MAX_ACROSS_MIDLINE = 0.1  # a lung lies on one side of the spine: at most this fraction of it across the midline
 _OPEN_RADIUS = 3  # cuts dark bridges thinner than ~7 px (trachea, gaps between ribs and soft tissue)
 _CLOSE_RADIUS = 15  # fills notches up to ~30 px that opacities bite into the lung outline
+_FRAGMENT_AREA = 0.001  # smallest dark piece of a broken-up lung, as a fraction of the image
+_FRAGMENT_ROWS = (0.1, 0.8)  # rows, as fractions of the height, where such pieces may lie
+_HULL_COVERAGE = 0.5  # below this coverage of the pieces' convex hull by the largest piece, use the hull
 
 
 class LungFieldMask(Transform):
@@ -64,20 +67,24 @@ class LungFieldMask(Transform):
     3. sweep a dark threshold; at each level, open the dark mask (cuts thin bridges such as the trachea or a gap
        between ribs), drop components touching the left, right or bottom border (outside air; apices may be cut by
        the top border) and keep, on each side of the midline, the largest component with a lung-like area and
-       centroid that does not cross the spine; per side, keep the level giving the largest such component: a lung
-       grows with the threshold until it would leak into the outside air or across the spine;
-    4. if only one lung is found (e.g. a lung whitened by consolidation or effusion), mirror it about the midline,
+       centroid that does not cross the spine; per side, keep the level whose component scores highest on area
+       times mean edge strength (Sobel) along its outline: the lung grows with the threshold, and its outline sits
+       on strong edges only while it follows the lung border, not once it spreads into soft tissue;
+    4. patchy consolidation breaks a lung into dark pieces: the other dark pieces on the lung's side are added to it,
+       and when the largest piece covers less than half of the convex hull of all of them, the hull is the lung;
+    5. if only one lung is found (e.g. a lung whitened by consolidation or effusion), mirror it about the midline,
        so that the lung box still spans both sides of the chest;
-    5. per lung, close, open and fill holes, so that opacities (the very findings the model must see) do not punch
-       holes or notches into the mask;
-    6. upsample the mask to the full image size (bilinear, then 0.5 threshold, for smooth edges).
+    6. per lung, close, keep the largest part, open and fill holes, so that opacities (the very findings the model
+       must see) do not punch holes or notches into the mask;
+    7. upsample the mask to the full image size (bilinear, then 0.5 threshold, for smooth edges).
 
-    Limitation: a lung region made as dense as soft tissue by consolidation is not dark, so it is left out of the
-    mask when it is larger than the closing can bridge (about 12% of the image's long side); the other lung and the
-    crop margin usually still keep it inside the lung box.
+    Limitation: a lung region made as dense as soft tissue by consolidation is not dark; when it is a whole zone
+    (e.g. a white lower lung) it is left out of the mask. The other lung and the crop margin usually still keep it
+    inside the lung box (see ``scripts/lung_dice.py``, which reports the crop's lung coverage).
 
-    When no component passes the checks (a blank image, a non-chest image, a failed exposure), the mask is the
-    central :data:`FALLBACK_BOX` and the output's meta-data carries ``lung_mask_fallback=True``.
+    When no component passes the checks (a blank or constant image, a failed exposure, no dark region enclosed by
+    brighter tissue), the mask is the central :data:`FALLBACK_BOX` and the output's meta-data carries
+    ``lung_mask_fallback=True``.
 
     Args:
         fallback_box: ``(top, bottom, left, right)`` fractions of the image used when nothing plausible is found.
@@ -140,27 +147,45 @@ def _midline(image: np.ndarray) -> int:
     return int(0.3 * w) + int(np.argmax(profile[int(0.3 * w) : int(0.7 * w)]))
 
 
-def _lung_candidates(dark: np.ndarray, midline: int) -> dict[int, np.ndarray]:
-    """Largest plausible lung component of ``dark`` on each side (0 = image left, 1 = image right) of the midline."""
+def _lung_candidates(dark: np.ndarray, midline: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Lung candidates of a dark mask, per side of the midline (0 = image left, 1 = image right).
+
+    Returns:
+        side -> ``(lung, fragments)``: the largest component with a lung-like area and position, and the union of
+        all dark components on that side large and central enough to be pieces of a lung broken up by opacities.
+    """
     h, w = dark.shape
     labels = measure.label(dark)
     best: dict[int, tuple[int, int]] = {}
+    fragments: dict[int, list[int]] = {0: [], 1: []}
     for region in measure.regionprops(labels):
         top, left, bottom, right = region.bbox
-        if left == 0 or bottom == h or right == w:
-            continue  # connected to the image border: outside air (lung apices may be cut by the top border)
-        if not _LUNG_AREA[0] * h * w <= region.area <= _LUNG_AREA[1] * h * w:
-            continue
+        if left == 0 or bottom == h or right == w or region.area > _LUNG_AREA[1] * h * w:
+            continue  # outside air (lung apices may be cut by the top border), or a merged body-sized region
         row, col = region.centroid
-        if not _LUNG_CENTROID_ROWS[0] * h <= row <= _LUNG_CENTROID_ROWS[1] * h:
-            continue
         side = int(col >= midline)
         across = np.mean(region.coords[:, 1] >= midline) if side == 0 else np.mean(region.coords[:, 1] < midline)
         if across > _MAX_ACROSS_MIDLINE:
             continue
-        if side not in best or region.area > best[side][0]:
+        if region.area >= _FRAGMENT_AREA * h * w and _FRAGMENT_ROWS[0] * h <= row <= _FRAGMENT_ROWS[1] * h:
+            fragments[side].append(region.label)
+        plausible = (
+            region.area >= _LUNG_AREA[0] * h * w and _LUNG_CENTROID_ROWS[0] * h <= row <= _LUNG_CENTROID_ROWS[1] * h
+        )
+        if plausible and (side not in best or region.area > best[side][0]):
             best[side] = (region.area, region.label)
-    return {side: labels == label for side, (_, label) in best.items()}
+    return {side: (labels == label, np.isin(labels, fragments[side])) for side, (_, label) in best.items()}
+
+
+def _complete_lung(lung: np.ndarray, fragments: np.ndarray) -> np.ndarray:
+    """One lung from its largest dark component and the dark fragments around it.
+
+    Patchy consolidation breaks a lung into dark pieces; when the largest piece covers less than
+    ``_HULL_COVERAGE`` of the convex hull of all pieces, the hull is the better estimate of the lung field.
+    """
+    pieces = lung | fragments
+    hull = morphology.convex_hull_image(pieces)
+    return hull if lung.sum() < _HULL_COVERAGE * hull.sum() else pieces
 
 
 def _segment_lungs(image: np.ndarray) -> np.ndarray:
@@ -170,24 +195,26 @@ def _segment_lungs(image: np.ndarray) -> np.ndarray:
         return np.zeros(image.shape, dtype=bool)
     x = filters.gaussian(np.clip((image - low) / (high - low), 0, 1), sigma=1.0)
     midline = _midline(x)
-    best: dict[int, np.ndarray] = {}
+    edges = filters.sobel(x)
+    best: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
     for threshold in np.quantile(x, _QUANTILES):
-        for side, component in _lung_candidates(
-            morphology.isotropic_opening(x < threshold, _OPEN_RADIUS), midline
-        ).items():
-            if side not in best or component.sum() > best[side].sum():
-                best[side] = component
-    if len(best) == 1:  # one lung found: its mirror image about the midline stands in for the other
-        (found,) = best.values()
+        dark = morphology.isotropic_opening(x < threshold, _OPEN_RADIUS)
+        for side, (lung, fragments) in _lung_candidates(dark, midline).items():
+            score = lung.sum() * edges[lung & ~ndi.binary_erosion(lung)].mean()
+            if side not in best or score > best[side][0]:
+                best[side] = (score, lung, fragments)
+    lungs = [_complete_lung(lung, fragments) for _, lung, fragments in best.values()]
+    if len(lungs) == 1:  # one lung found: its mirror image about the midline stands in for the other
         source = 2 * midline - np.arange(x.shape[1])
         inside = (source >= 0) & (source < x.shape[1])
-        best[-1] = np.zeros_like(found)
-        best[-1][:, inside] = found[:, source[inside]]
-    lungs = np.zeros(image.shape, dtype=bool)
-    for component in best.values():  # each lung alone, so that closing never bridges the mediastinum
-        smooth = morphology.isotropic_opening(morphology.isotropic_closing(component, _CLOSE_RADIUS), _OPEN_RADIUS)
-        lungs |= ndi.binary_fill_holes(smooth)
-    return lungs
+        lungs.append(np.zeros_like(lungs[0]))
+        lungs[1][:, inside] = lungs[0][:, source[inside]]
+    mask = np.zeros(image.shape, dtype=bool)
+    for lung in lungs:  # each lung alone, so that closing never bridges the mediastinum
+        closed = measure.label(morphology.isotropic_closing(lung, _CLOSE_RADIUS))
+        largest = closed == np.argmax(np.bincount(closed.ravel(), minlength=2)[1:]) + 1
+        mask |= ndi.binary_fill_holes(morphology.isotropic_opening(largest, _OPEN_RADIUS))
+    return mask
 
 
 class LungFieldMaskd(MapTransform):
