@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,tracking,onnx]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,tracking,onnx,radiomics]"
+	$(PY) -m pip install --quiet -c constraints.txt --no-build-isolation pyradiomics==3.0.1
 	touch $(STAMP)
 
 # MONAI Deploy app environment, separate from .venv (see requirements-deploy.txt for why).

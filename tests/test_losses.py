@@ -157,6 +157,16 @@ def test_dirichlet_weighting_applies_renormalised_weights() -> None:
         DirichletWeighting(3)({"a": torch.tensor(1.0)})
 
 
+def test_dirichlet_weighting_resumes_its_random_stream(tmp_path) -> None:
+    weighting = DirichletWeighting(["a", "b"], seed=3)
+    weighting.sample()
+    torch.save(weighting.state_dict(), tmp_path / "w.pt")
+    expected = [weighting.sample() for _ in range(3)]
+    resumed = DirichletWeighting(["a", "b"], seed=99)
+    resumed.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    assert np.allclose([resumed.sample() for _ in range(3)], expected)
+
+
 def test_uncertainty_weighting_learns_log_variances() -> None:
     loss = MultiDatasetLoss(ALL_TASKS, weighting="uncertainty")
     params = list(loss.parameters())

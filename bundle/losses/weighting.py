@@ -89,6 +89,14 @@ class DirichletWeighting(nn.Module):
         """Random weights over the task set's tasks."""
         return cls(tasks.names, **kwargs)
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The generator's state goes into ``state_dict``, so a resumed run draws the weights it would have drawn."""
+        return {"bit_generator": self.rng.bit_generator.state}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the generator saved by :meth:`get_extra_state`."""
+        self.rng.bit_generator.state = state["bit_generator"]
+
     def sample(self) -> np.ndarray:
         """One weight vector over all tasks: the mean of ``draws`` Dirichlet draws (sums to 1)."""
         return self.rng.dirichlet([self.alpha] * self.num_tasks, size=self.draws).mean(axis=0)
