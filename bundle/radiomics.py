@@ -26,6 +26,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+from bundle.atomic import write_text_atomic
+
 __all__ = [
     "FEATURE_CLASSES",
     "IMAGE_TYPES",
@@ -228,10 +230,7 @@ class RadiomicsFeaturesd(MapTransform):
         volume = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
         values = self.extractor(volume, lungs, spacing)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            temporary = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"names": self.extractor.names, "values": values.tolist()}))
-            os.replace(temporary, cache)
+            write_text_atomic(cache, json.dumps({"names": self.extractor.names, "values": values.tolist()}))
         return values
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

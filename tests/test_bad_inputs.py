@@ -30,6 +30,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
+from bundle import atomic
 from bundle.engine import inference
 from bundle.engine.inference import DicomInference
 from conftest import ROOT
@@ -275,14 +276,14 @@ def _write_then_stall(path: Path, text: str, stalled: multiprocessing.synchroniz
         stalled.set()
         signal.pause()
 
-    inference.os.fsync = stall
-    inference.write_text_atomic(path, text)
+    atomic.os.fsync = stall
+    atomic.write_text_atomic(path, text)
 
 
 def test_a_kill_while_writing_predictions_keeps_the_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "predictions.csv"
     old = "file,status\n" + "old.dcm,ok\n" * 1000
-    inference.write_text_atomic(path, old)
+    atomic.write_text_atomic(path, old)
     context = multiprocessing.get_context("fork")
     stalled = context.Event()
     child = context.Process(target=_write_then_stall, args=(path, "file,status\n" + "new.dcm,ok\n" * 100_000, stalled))

@@ -17,16 +17,17 @@ def phantom(seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     return render_scan(plan_scan(0, np.random.default_rng(seed)), SIZE)
 
 
-# (phantom seed, snake pixel size mm, least Dice). Thresholding leaves consolidation (-100..+50 HU) out of the lungs
-# where it reaches the pleura, so a phantom with a quarter of its lungs consolidated or ground-glass scores lower: the
-# limitation is measured (docs/covid_mtl_ct.md), not hidden. Seed 12: 4% lesion burden (the paper's 1 mm snake),
-# 100: 25% (a 2 mm snake, for time); a phantom without lesions is checked with the dict transform below.
-CASES = [(12, 1.0, 0.90), (100, 2.0, 0.80)]
+# (phantom seed, snake pixel size mm, least lesion burden, least Dice). Thresholding leaves consolidation
+# (-100..+50 HU) out of the lungs where it reaches the pleura, so a phantom with a quarter of its lungs consolidated or
+# ground-glass scores lower: the limitation is measured (docs/covid_mtl_ct.md), not hidden. Seed 12: 3% lesion burden
+# (the paper's 1 mm snake), 9: 25% (a 2 mm snake, for time); seed 13 (no lesions) is checked with the dict transform.
+CASES = [(12, 1.0, 0.02, 0.90), (9, 2.0, 0.20, 0.80)]
 
 
-@pytest.mark.parametrize(("seed", "snake_spacing", "least"), CASES)
-def test_dice_against_phantom_lungs(seed: int, snake_spacing: float, least: float) -> None:
+@pytest.mark.parametrize(("seed", "snake_spacing", "burden", "least"), CASES)
+def test_dice_against_phantom_lungs(seed: int, snake_spacing: float, burden: float, least: float) -> None:
     hu, truth, latents = phantom(seed)
+    assert latents["burden"] >= burden, "the phantom no longer has the lesion burden this case is meant to check"
     mask = CTLungMask(snake_spacing=snake_spacing)(hu[None], spacing=SIZE.spacing)
     assert mask.shape == (1, *hu.shape)
     assert set(np.unique(mask)) <= {0.0, 1.0}

@@ -24,8 +24,8 @@ from bundle.data.datalist import (
     existing_file,
     image_in_folder,
     read_table,
+    readable_dicom,
 )
-from bundle.data.dicom import DicomInputError, read_cxr
 
 RELEASES: tuple[tuple[str, str], ...] = (
     ("AIforCOVID.xlsx", "imgs"),
@@ -99,10 +99,7 @@ def _record(
         raise RowRejected("unknown_prognosis", f"Prognosis {cells['Prognosis']!r} is not one of MILD, SEVERE")
     age, sex = _age(cells.get("Age", "")), _sex(cells.get("Sex", ""))
     image = existing_file(path)
-    try:
-        read_cxr(image)
-    except DicomInputError as error:
-        raise RowRejected("unreadable_file", f"{image}: {error.reason}") from error
+    readable_dicom(image)
     return {
         "image": str(image),
         "dataset": "aiforcovid",

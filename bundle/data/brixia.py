@@ -23,8 +23,8 @@ from bundle.data.datalist import (
     existing_file,
     image_in_folder,
     read_table,
+    readable_dicom,
 )
-from bundle.data.dicom import DicomInputError, read_cxr
 
 METADATA_SHEETS: tuple[str, ...] = ("metadata_global_v2.csv", "metadata_global_v1.csv")
 """The metadata sheets, newest first: the first one found is read."""
@@ -131,10 +131,7 @@ def _record(cells: Mapping[str, str], folder: Path, listings: FirstListings) -> 
     if cells["ConsensusTestset"] not in CONSENSUS_FLAGS:
         raise RowRejected("bad_value", f"ConsensusTestset {cells['ConsensusTestset']!r} is neither 0 nor 1")
     image = existing_file(path)
-    try:
-        read_cxr(image)
-    except DicomInputError as error:
-        raise RowRejected("unreadable_file", f"{image}: {error.reason}") from error
+    readable_dicom(image)
     return {
         "image": str(image),
         "dataset": "brixia",

@@ -1,10 +1,12 @@
 """Datalist JSON and rejected-rows report: what the dataset adapters produce, how it is written, read and split.
 
 An adapter reads a dataset's published sheet with :func:`read_table`, turns each row into a record or a
-:class:`Rejection` with :func:`collect_rows`, and returns an :class:`AdapterResult`. The records become a datalist
-JSON (:func:`write_datalist`, image paths relative to the JSON's folder so a dataset folder can be moved with its
-datalists) and the rejections a ``FILE.rejected.csv`` beside it (:func:`write_rejected`), so that a bad row is
-reported with its sheet, row number and reason instead of stopping the preparation or silently vanishing.
+:class:`Rejection` with :func:`collect_rows` (its row parser raising :class:`RowRejected`, with the shared checks
+:func:`image_in_folder`, :func:`existing_file`, :func:`readable_dicom` and :class:`FirstListings`), and returns an
+:class:`AdapterResult`. The records become a datalist JSON (:func:`write_datalist`, image paths relative to the JSON's
+folder so a dataset folder can be moved with its datalists) and the rejections a ``FILE.rejected.csv`` beside it
+(:func:`write_rejected`), so that a bad row is reported with its sheet, row number and reason instead of stopping the
+preparation or silently vanishing. :func:`select_split` reads a datalist back as one protocol run's splits.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import io
 import json
 import numbers
 import os
-import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from bundle.atomic import write_text_atomic
+from bundle.data.dicom import DicomInputError, read_cxr
 from bundle.data.splits import cv_split, loco_split
 
 PATH_KEYS: tuple[str, ...] = ("image",)
@@ -191,6 +195,23 @@ def existing_file(path: Path) -> Path:
     raise RowRejected("missing_file", f"{path} is not a file")
 
 
+def readable_dicom(path: Path) -> None:
+    """Check that the DICOM reader of training and inference decodes ``path``, so no accepted row fails later.
+
+    The reader's warnings (spacing fallback, an ignored window) are not repeated here: they come again, naming the
+    file, wherever the image is used, and would otherwise flood the preparation's output for a whole dataset.
+
+    Raises:
+        RowRejected: ``unreadable_file`` with the reader's reason.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            read_cxr(path)
+    except DicomInputError as error:
+        raise RowRejected("unreadable_file", f"{path}: {error.reason}") from error
+
+
 class FirstListings:
     """Where each image of one or more sheets is first listed, so that a later listing is rejected naming the first.
 
@@ -237,7 +258,7 @@ def write_rejected(path: str | os.PathLike[str], rejected: Sequence[Rejection]) 
             [rejection.source, "" if rejection.row is None else rejection.row, rejection.image, rejection.reason]
         )
     path = Path(path)
-    _write_atomic(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
     return path
 
 
@@ -282,7 +303,7 @@ def write_records(
         {key: _map_paths(value, folder, True) if key in path_keys else value for key, value in record.items()}
         for record in records
     ]
-    _write_atomic(path, json.dumps({**header, "data": data}, indent=1))
+    write_text_atomic(path, json.dumps({**header, "data": data}, indent=1))
     return path
 
 
@@ -377,22 +398,6 @@ def select_split(
     if protocol == "loco":
         return loco_split(records, str(run), seed=seed)
     raise ValueError(f"unknown protocol {protocol!r}: expected 'cv' or 'loco'")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it: readers never see half a file, and a failed
-    write leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _map_paths(value: Any, folder: Path, relative: bool) -> Any:

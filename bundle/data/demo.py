@@ -41,7 +41,8 @@ def ensure_datalists(
     Args:
         datalists: dataset name (``aiforcovid``, ``brixia``) -> datalist JSON path.
         demo: whether missing datalists may be made from synthetic data.
-        root: folder of the synthetic datasets (generated there when :data:`GENERATED_MARKER` is absent).
+        root: folder of the synthetic datasets (generated there when :data:`GENERATED_MARKER` or a needed dataset
+            folder is absent).
         size: demo size, a key of :data:`bundle.data.synthetic.DEMO_SIZES`.
         seed: seed of the generation and of the fold assignment.
 
@@ -71,7 +72,8 @@ def ensure_datalists(
     root.mkdir(parents=True, exist_ok=True)
     with open(root / _LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / GENERATED_MARKER).exists():
+        folders = [root / DEMO_FOLDERS[name] for name in missing]
+        if not (root / GENERATED_MARKER).exists() or not all(folder.is_dir() for folder in folders):
             generate_demo_data(root, size, seed)
         for name, path in missing.items():
             if not path.is_file():  # another process may have made it while this one waited for the lock

@@ -269,7 +269,7 @@ def _read_header(path: str, modalities: Collection[str]) -> tuple[Dataset, _Pixe
         raise DicomInputError(path, f"not a readable DICOM file ({_one_line(error)})") from error
     sop_class = _sop_class_name(path, ds)
     if not any(keyword in ds for keyword in ("PixelData", "Rows", "Columns")):
-        raise DicomInputError(path, f"not an image ({sop_class})")
+        raise DicomInputError(path, f"not an image ({sop_class}): no PixelData, Rows or Columns")
     modality = _value(path, ds, "Modality")
     if not isinstance(modality, str) or modality not in modalities:
         accepted = ", ".join(modalities)

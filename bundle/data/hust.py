@@ -80,7 +80,9 @@ def _image(root: Path, cells: Mapping[str, str], image_source: str) -> Path:
     try:
         nib.load(path)  # reads the header only
     except Exception as error:  # nibabel raises several unrelated types for a file that is not a volume
-        raise RowRejected("unreadable_file", f"{path} is not a NIfTI volume ({type(error).__name__}: {error})") from error
+        raise RowRejected(
+            "unreadable_file", f"{path} is not a NIfTI volume ({type(error).__name__}: {error})"
+        ) from error
     return path
 
 
@@ -112,7 +114,9 @@ def read_hust(root: str | os.PathLike[str], image_source: Literal["nifti", "dico
         if not patient:
             raise RowRejected("missing_value", "PatientID is empty")
         if patient in accepted:
-            raise RowRejected("duplicate_patient", f"{patient} already has a scan in {LABELS_FILE} row {accepted[patient]}")
+            raise RowRejected(
+                "duplicate_patient", f"{patient} already has a scan in {LABELS_FILE} row {accepted[patient]}"
+            )
         labels = {
             "radiology": _label(cells, "Radiology", DETECTION),
             "nat": _label(cells, "NAT", DETECTION),
@@ -163,12 +167,23 @@ def prepare_hust(
     result = read_hust(root, image_source)
     write_rejected(rejected_report_path(datalist), result.rejected)
     strata = ["missing" if record["nat"] is None else str(record["nat"]) for record in result.records]
-    folds = assign_folds(strata, [record["patient"] for record in result.records], n_folds=NUM_FOLDS, seed=seed)
+    try:
+        folds = assign_folds(strata, [record["patient"] for record in result.records], n_folds=NUM_FOLDS, seed=seed)
+    except ValueError as error:
+        raise ValueError(
+            f"{Path(root) / LABELS_FILE}: {error} (rejected rows: {rejected_report_path(datalist)})"
+        ) from error
     for record, fold in zip(result.records, folds, strict=True):
         record["fold"] = fold
         record["split"] = "test" if fold in TEST_FOLDS else "train"
     write_datalist(datalist, DATASET, result.records, num_folds=NUM_FOLDS)
     return result
+
+
+def _generated_with(path: Path) -> tuple[str, int]:
+    """The size and seed a synthetic cohort was generated with, from its completion record."""
+    content = json.loads(path.read_text())
+    return content["size"], content["seed"]
 
 
 def ensure_hust_datalist(
@@ -214,12 +229,6 @@ def ensure_hust_datalist(
     return datalist
 
 
-def _generated_with(path: Path) -> tuple[str, int]:
-    """The size and seed a synthetic cohort was generated with, from its completion record."""
-    content = json.loads(path.read_text())
-    return content["size"], content["seed"]
-
-
 def hust_split(datalist: str | os.PathLike[str], val_fold: int = 0) -> dict[str, list[dict[str, Any]]]:
     """The train / validation / test records of a HUST-19 datalist.
 
@@ -238,7 +247,9 @@ def hust_split(datalist: str | os.PathLike[str], val_fold: int = 0) -> dict[str,
     num_folds = int(header.get("num_folds", NUM_FOLDS))
     training = [fold for fold in range(num_folds) if fold not in TEST_FOLDS]
     if val_fold not in training:
-        raise ValueError(f"val_fold={val_fold} must be a training fold ({training[0]}-{training[-1]}); {TEST_FOLDS} are test")
+        raise ValueError(
+            f"val_fold={val_fold} must be a training fold ({training[0]}-{training[-1]}); {TEST_FOLDS} are test"
+        )
     split: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
     for record in records:
         fold = record.get("fold")

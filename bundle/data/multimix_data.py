@@ -20,7 +20,6 @@ of the paper (classification 100 / 1000 / all, segmentation 10 / 50 / all).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Hashable, Mapping, Sequence
@@ -36,10 +35,9 @@ from bundle.data.datalist import (
     DatasetLayoutError,
     Rejection,
     RowRejected,
-    _map_paths,
-    _write_atomic,
     load_datalist,
     rejected_report_path,
+    write_records,
     write_rejected,
 )
 
@@ -71,6 +69,8 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpeg", ".jpg")
 _KERMANY_PATIENT = re.compile(r"^(person\d+)_|^((?:NORMAL2-)?IM-\d+)-")
 _GREY_MODES = ("L", "I", "I;16", "I;16B", "I;16L", "F")
 _PATH_KEYS = ("image", "mask")
+_LABELED = {"classification": "cls_labeled", "segmentation": "seg_labeled"}
+_UNLABELED = {"classification": "cls_unlabeled", "segmentation": "seg_unlabeled"}
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ SEGMENTATION_LAYOUTS: tuple[str, ...] = tuple(_LAYOUTS)
 def to_grayscale(image: Image.Image) -> Image.Image:
     """One grey channel for ``PILReader(converter=...)``, keeping the bit depth of grey images.
 
-    ``Image.convert("L")`` would clip a 16-bit PNG (mode ``I;16``, common for JSRT and Montgomery) to 8 bits, so grey
-    modes are returned as they are and only colour, palette, alpha and bilevel images are converted.
+    ``Image.convert("L")`` would clip a 16-bit PNG (mode ``I;16``, as JSRT's 12-bit images are often shipped) to
+    8 bits, so grey modes are returned as they are and only colour, palette, alpha and bilevel images are converted.
     """
     return image if image.mode in _GREY_MODES else image.convert("L")
 
@@ -312,29 +312,11 @@ def multimix_streams(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction {val_fraction} is not in [0, 1)")
     streams: dict[str, list[dict[str, Any]]] = {name: [] for name in (*STREAMS, "val", "test")}
-    for index, (kind, task, budget) in enumerate(
-        (("cls", "classification", cls_labels), ("seg", "segmentation", seg_labels))
-    ):
-        target = TARGETS[task]
+    for index, (task, budget) in enumerate((("classification", cls_labels), ("segmentation", seg_labels))):
         records = _task_records(datalists, task)
         rng = np.random.default_rng([seed, index])
-        training = [r for r in records if r["split"] != "test"]
-        labeled = [r for r in training if r[target] is not None]
-        strata = [r[target] if task == "classification" else None for r in labeled]
-        val_patients = _draw_patients(labeled, strata, val_fraction, rng, at_least_one=val_fraction > 0)
-        pool = [(r, s) for r, s in zip(labeled, strata, strict=True) if r["patient"] not in val_patients]
-        count = _budget(budget, len(pool), task)
-        chosen = set(_stratified_draw([s for _, s in pool], count, rng).tolist())
-        for position, (record, _) in enumerate(pool):
-            if position in chosen:
-                streams[f"{kind}_labeled"].append({**record, "stream": f"{kind}_labeled"})
-        for position, (record, _) in enumerate(pool):
-            if position not in chosen:
-                streams[f"{kind}_unlabeled"].append(_unlabeled(record, kind))
-        for record in training:
-            if record[target] is None and record["patient"] not in val_patients:
-                streams[f"{kind}_unlabeled"].append(_unlabeled(record, kind))
-        streams["val"] += [{**r, "stream": f"{kind}_labeled"} for r in labeled if r["patient"] in val_patients]
+        for name, part in _dataset_streams(records, task, budget, val_fraction, rng).items():
+            streams[name] += part
         streams["test"] += _test_records(records, task)
     return streams
 
@@ -421,13 +403,8 @@ def _kermany_patient(name: str) -> str:
 
 
 def _write_multimix_datalist(path: Path, dataset: str, task: str, records: Sequence[Mapping[str, Any]]) -> None:
-    """Write ``{"dataset", "task", "data"}`` atomically, image and mask paths relative to the datalist's folder.
-
-    ``write_datalist`` is not used: it writes the fold header of the cross-validated datasets and requires folds.
-    """
-    folder = path.parent.absolute()
-    data = [{key: _map_paths(v, folder, True) if key in _PATH_KEYS else v for key, v in r.items()} for r in records]
-    _write_atomic(path, json.dumps({"dataset": dataset, "task": task, "data": data}, indent=1))
+    """Write ``{"dataset", "task", "data"}`` atomically (no fold header: these datasets are not cross-validated)."""
+    write_records(path, {"dataset": dataset, "task": task}, records, _PATH_KEYS)
 
 
 def _task_records(datalists: Mapping[str, str | os.PathLike[str]], task: str) -> list[dict[str, Any]]:
@@ -437,17 +414,37 @@ def _task_records(datalists: Mapping[str, str | os.PathLike[str]], task: str) ->
     return load_multimix_datalist(datalists[task], task)[1]
 
 
+def _dataset_streams(
+    records: Sequence[Mapping[str, Any]], task: str, budget: int | str, val_fraction: float, rng: np.random.Generator
+) -> dict[str, list[dict[str, Any]]]:
+    """The labeled, unlabeled and validation records of one dataset (see :func:`multimix_streams`)."""
+    target = TARGETS[task]
+    labeled_stream, unlabeled_stream = _LABELED[task], _UNLABELED[task]
+    training = [record for record in records if record["split"] != "test"]
+    labeled = [i for i, record in enumerate(training) if record[target] is not None]
+    strata = [training[i][target] if task == "classification" else None for i in labeled]
+    val_patients = _draw_patients([training[i] for i in labeled], strata, val_fraction, rng, val_fraction > 0)
+    held_out = {i for i, record in enumerate(training) if record["patient"] in val_patients}
+    pool = [(i, stratum) for i, stratum in zip(labeled, strata, strict=True) if i not in held_out]
+    count = _budget(budget, len(pool), task)
+    kept = {pool[j][0] for j in _stratified_draw([stratum for _, stratum in pool], count, rng)}
+    return {
+        labeled_stream: [{**training[i], "stream": labeled_stream} for i in sorted(kept)],
+        unlabeled_stream: [_unlabeled(r, task) for i, r in enumerate(training) if i not in kept | held_out],
+        "val": [{**training[i], "stream": labeled_stream} for i in labeled if i in held_out],
+    }
+
+
 def _test_records(records: Sequence[Mapping[str, Any]], task: str) -> list[dict[str, Any]]:
     """The labeled test records of one task, tagged with the labeled stream of that task."""
-    stream = "cls_labeled" if task == "classification" else "seg_labeled"
-    return [{**r, "stream": stream} for r in records if r["split"] == "test" and r[TARGETS[task]] is not None]
+    return [{**r, "stream": _LABELED[task]} for r in records if r["split"] == "test" and r[TARGETS[task]] is not None]
 
 
-def _unlabeled(record: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """A training record without its label, tagged with the unlabeled stream."""
-    if kind == "cls":
-        return {**record, "pneumonia": None, "stream": "cls_unlabeled"}
-    return {**{k: v for k, v in record.items() if k != "mask"}, "stream": "seg_unlabeled"}
+def _unlabeled(record: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """A training record without its label, tagged with the unlabeled stream of its task."""
+    if task == "classification":
+        return {**record, "pneumonia": None, "stream": _UNLABELED[task]}
+    return {**{k: v for k, v in record.items() if k != "mask"}, "stream": _UNLABELED[task]}
 
 
 def _budget(value: int | str, available: int, task: str) -> int:

@@ -7,15 +7,18 @@ classical lung-field step rely on: the body outline with neck and shoulders, two
 and position, the heart and mediastinum with the aortic knob, the spine, posterior and anterior ribs, clavicles, the
 diaphragm domes (the right one usually higher), hilar shadows and vessel markings.
 
-COVID-like opacities replace lung air: ground glass (partial), consolidation (nearly all) and a reticular pattern,
-patchy, with peripheral predominance. Their extent and density follow the Brixia score of each zone (A-C the
-patient's right lung, on the image left; D-F the left lung; upper, middle and lower thirds of each lung), with a
-smooth blend of a few percent of the height between zones. The random fields behind the opacities are drawn whatever
-the scores, so that one generator state gives the same anatomy and texture for any scores: raising a score only ever
-adds opacity, inside the lungs.
+COVID-like opacities replace lung air, patchy and with peripheral predominance. Their extent and density follow the
+Brixia score of each zone (A-C the patient's right lung, on the image left; D-F the left lung; upper, middle and
+lower thirds of each lung), as the score defines them: 1 interstitial (reticular ground glass), 2 interstitial and
+alveolar (wider ground glass with some consolidation), 3 alveolar dominant (consolidation over much of the zone).
+Zones blend over a few percent of the height. The random fields behind the opacities are drawn whatever the scores,
+so that one generator state gives the same anatomy and texture for any scores: raising a score only ever adds
+opacity, and only inside the lungs.
 
 Geometry is expressed in fractions of the image height (rows) and width (columns), so one :class:`Anatomy` renders
-at any size; the detector (contrast, noise, blur) is applied afterwards by
+at any size. Images with a long side above 640 pixels are rendered at 640 and upsampled, which keeps the demo's
+2000-pixel images fast (the anatomy is smooth; the detector adds the fine grain), while the lung mask is always
+evaluated at full size. The detector (contrast, noise, blur) is applied afterwards by
 :func:`bundle.data.synthetic.simulate_detector`.
 """
 
@@ -30,22 +33,21 @@ from scipy.special import expit, ndtr
 
 __all__ = ["Anatomy", "lung_fields", "make_phantom", "sample_anatomy"]
 
-#: Brixia zones in score order: (lung, third); lung 0 = the patient's right (image left), third 0 = upper.
-ZONES: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2))
 
 # Opacity of a zone scored 0-3: ground glass replaces part of the air, consolidation nearly all of it.
-_GGO_THRESHOLD = (np.inf, 0.72, 0.5, 0.3)  # patch-field level above which ground glass appears (lower: wider)
-_GGO_FRACTION = (0.0, 0.22, 0.32, 0.42)  # fraction of the lung air it replaces
-_CONSOLIDATION_THRESHOLD = (np.inf, np.inf, 0.86, 0.58)
-_CONSOLIDATION_FRACTION = 0.85
-_RETICULAR = (0.0, 0.35, 0.3, 0.2)  # weight of the fine reticular texture (interstitial pattern)
-_OPACITY_RAMP = 0.12  # width of the soft edge of a patch, in patch-field units
+_GGO_THRESHOLD = (np.inf, 0.62, 0.42, 0.2)  # patch-field level where ground glass starts (lower: wider)
+_GGO_FRACTION = (0.0, 0.3, 0.4, 0.5)  # fraction of the lung air it replaces at its densest
+_GGO_RAMP = 0.3  # ground glass fades in over this range of the patch field: a haze with ill-defined borders
+_CONSOLIDATION_THRESHOLD = (np.inf, np.inf, 0.86, 0.6)
+_CONSOLIDATION_FRACTION = 0.8
+_CONSOLIDATION_RAMP = 0.12  # consolidation is denser and better defined
+_RETICULAR = (0.0, 0.6, 0.45, 0.3)  # weight of the fine reticular texture (interstitial pattern)
 _ZONE_BLEND = 0.012  # width of the blend between zones, as a fraction of the image height
 _PERIPHERAL_BIAS = 0.25  # COVID opacities favour the lung periphery
 
 _CONTRAST = np.log(4.0)  # detector value 0.75 for the body's full soft-tissue thickness
 _COARSE_SIZE = 96  # long side of the grid of the smooth random fields, upsampled to the image
-_RENDER_SIZE = 1024  # larger images are rendered at this long side and upsampled (the lung mask stays exact)
+_RENDER_SIZE = 640  # larger images are rendered at this long side and upsampled (the lung mask stays exact)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         tilt_deg=float(rng.uniform(-2.0, 2.0)),
         scale=float(rng.uniform(0.92, 1.04)),
         body_half_width=float(rng.uniform(0.43, 0.47)),
-        shoulder_row=float(rng.uniform(0.03, 0.09)),
+        shoulder_row=float(rng.uniform(-0.08, 0.03)),
         lung_apex=(float(apex + rng.uniform(-0.01, 0.01)), float(apex + rng.uniform(-0.01, 0.01))),
         lung_base=(float(base - right_dome_lift), float(base)),
         dome_height=(float(rng.uniform(0.05, 0.09)), float(rng.uniform(0.05, 0.09))),
@@ -128,12 +130,18 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         heart_top=float(base - rng.uniform(0.27, 0.32)),
         rib_spacing=float(rng.uniform(0.055, 0.068)),
         rib_thickness=float(rng.uniform(0.011, 0.015)),
-        rib_drop=float(rng.uniform(0.1, 0.15)),
+        rib_drop=float(rng.uniform(0.16, 0.22)),
         clavicle_row=float(apex + rng.uniform(0.01, 0.04)),
         soft_tissue=float(rng.uniform(0.95, 1.05)),
         lung_air=float(rng.uniform(0.62, 0.72)),
         bone=float(rng.uniform(0.2, 0.28)),
     )
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    """0 at ``t <= 0`` rising smoothly (zero slope at both ends) to 1 at ``t >= 1``: soft borders of findings."""
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
 
 
 def _quarter_circle(t: np.ndarray) -> np.ndarray:
@@ -142,14 +150,24 @@ def _quarter_circle(t: np.ndarray) -> np.ndarray:
     return np.sqrt(1.0 - (1.0 - t) ** 2)
 
 
-def _thorax_frame(anatomy: Anatomy, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel ``(u, v)``: distance from the midline (positive towards the patient's left) and thorax-frame row."""
+def _thorax_frame(
+    anatomy: Anatomy, shape: tuple[int, int], rows: np.ndarray | None = None, cols: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(u, v)`` of pixels: distance from the midline (positive towards the patient's left) and thorax-frame row.
+
+    Args:
+        anatomy: gives the centre, tilt and scale of the thorax frame.
+        shape: ``(height, width)`` of the image.
+        rows: pixel row indices, broadcastable with ``cols``; every row (as a column vector) when None.
+        cols: pixel column indices; every column (as a row vector) when None.
+    """
     height, width = shape
-    rows = (np.arange(height, dtype=np.float32)[:, None] + 0.5) / height
-    cols = (np.arange(width, dtype=np.float32)[None, :] + 0.5) / width
+    rows = np.arange(height)[:, None] if rows is None else rows
+    cols = np.arange(width)[None, :] if cols is None else cols
     row0, col0 = anatomy.center
     angle = np.deg2rad(anatomy.tilt_deg)
-    dy, dx = rows - row0, cols - col0
+    dy = (rows.astype(np.float32) + 0.5) / height - row0
+    dx = (cols.astype(np.float32) + 0.5) / width - col0
     u = (np.cos(angle) * dx + np.sin(angle) * dy) / anatomy.scale
     v = row0 + (np.cos(angle) * dy - np.sin(angle) * dx) / anatomy.scale
     return u.astype(np.float32), v.astype(np.float32)
@@ -201,7 +219,7 @@ def _lungs(
 
 
 def lung_fields(anatomy: Anatomy, shape: tuple[int, int]) -> np.ndarray:
-    """The exact lung mask of ``anatomy`` rendered at ``shape``, without rendering the radiograph.
+    """The exact lung mask of ``anatomy`` at ``shape``, without rendering the radiograph.
 
     The mask is the visible lung field as lung-segmentation datasets annotate it: the heart, the mediastinum and
     the region below the diaphragm domes are not lung.
@@ -213,12 +231,38 @@ def lung_fields(anatomy: Anatomy, shape: tuple[int, int]) -> np.ndarray:
     Returns:
         ``(height, width)`` bool array, True in either lung.
     """
-    u, v = _thorax_frame(anatomy, _check_shape(shape))
+    shape = _check_shape(shape)
+    rows, cols = _lung_box(anatomy, shape)
+    u, v = _thorax_frame(anatomy, shape, np.arange(rows.start, rows.stop)[:, None], np.arange(cols.start, cols.stop))
     fields, _ = _lungs(anatomy, u, v, with_depth=False)
-    return fields[0] | fields[1]
+    mask = np.zeros(shape, dtype=bool)
+    mask[rows, cols] = fields[0] | fields[1]
+    return mask
+
+
+def _lung_box(anatomy: Anatomy, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """Pixel rows and columns that can hold lung: the image-frame bounding box of the thorax-frame lung rectangle."""
+    row0, col0 = anatomy.center
+    angle = np.deg2rad(anatomy.tilt_deg)
+    lateral = max(anatomy.lung_lateral)
+    u = np.array([-lateral, lateral, -lateral, lateral])
+    v = np.array([min(anatomy.lung_apex)] * 2 + [max(anatomy.lung_base)] * 2) - row0
+    rows = (row0 + anatomy.scale * (np.sin(angle) * u + np.cos(angle) * v)) * shape[0]
+    cols = (col0 + anatomy.scale * (np.cos(angle) * u - np.sin(angle) * v)) * shape[1]
+    return tuple(
+        slice(max(0, int(np.floor(edges.min())) - 1), min(size, int(np.ceil(edges.max())) + 1))
+        for edges, size in ((rows, shape[0]), (cols, shape[1]))
+    )
+
+
+def _render_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """The shape a phantom is rendered at: ``shape`` itself, or scaled to a long side of ``_RENDER_SIZE``."""
+    factor = min(1.0, _RENDER_SIZE / max(shape))
+    return max(16, round(shape[0] * factor)), max(16, round(shape[1] * factor))
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` as ints; the smallest phantom that still has room for both lungs is 16 x 16."""
     if len(shape) != 2 or min(int(s) for s in shape) < 16:
         raise ValueError(f"shape must be (height, width) of at least 16 x 16 pixels, got {tuple(shape)}.")
     return int(shape[0]), int(shape[1])
@@ -263,11 +307,11 @@ def _bone(anatomy: Anatomy, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     spine = np.sqrt(np.clip(1 - (u / spine_half_width) ** 2, 0.0, 1.0)) * vertebrae
     lateral = max(anatomy.lung_lateral) + 0.03
     reach = np.clip(q / lateral, 0.0, 1.2)
-    in_cage = np.clip((lateral + 0.01 - q) / 0.015, 0.0, 1.0) * np.clip((q - 0.02) / 0.03, 0.0, 1.0)
+    in_cage = np.clip((lateral + 0.02 - q) / 0.04, 0.0, 1.0) * np.clip((q - 0.02) / 0.03, 0.0, 1.0)
     first_rib = min(anatomy.lung_apex) - 0.015
     thickness = anatomy.rib_thickness * (1 + 0.3 * reach) / anatomy.rib_spacing
 
-    posterior_row = (v - first_rib + 0.04 * reach - anatomy.rib_drop * reach**2) / anatomy.rib_spacing
+    posterior_row = (v - first_rib + 0.06 * reach - anatomy.rib_drop * reach**2) / anatomy.rib_spacing
     posterior = _bands(posterior_row, 10, thickness) * (1 - 0.04 * np.clip(posterior_row, 0, 10))
 
     anterior_spacing = anatomy.rib_spacing * 1.2
@@ -295,9 +339,9 @@ def _zone_opacity(patches: np.ndarray, reticular: np.ndarray, score: int) -> np.
     """Fraction (0-1) of lung air replaced in a zone with Brixia ``score``; pointwise non-decreasing in the score."""
     if score == 0:
         return np.zeros_like(patches)
-    ground_glass = np.clip((patches - _GGO_THRESHOLD[score]) / _OPACITY_RAMP, 0.0, 1.0) * _GGO_FRACTION[score]
+    ground_glass = _smoothstep((patches - _GGO_THRESHOLD[score]) / _GGO_RAMP) * _GGO_FRACTION[score]
     ground_glass *= 1 - _RETICULAR[score] + _RETICULAR[score] * reticular
-    consolidation = np.clip((patches - _CONSOLIDATION_THRESHOLD[score]) / _OPACITY_RAMP, 0.0, 1.0)
+    consolidation = _smoothstep((patches - _CONSOLIDATION_THRESHOLD[score]) / _CONSOLIDATION_RAMP)
     return np.maximum(ground_glass, consolidation * _CONSOLIDATION_FRACTION)
 
 
@@ -333,17 +377,15 @@ def make_phantom(
     if opacity is not None and (opacity.shape != shape or not (np.min(opacity) >= 0 and np.max(opacity) <= 1)):
         raise ValueError(f"opacity must be a {shape} array of fractions in [0, 1], got shape {opacity.shape}.")
     anatomy = sample_anatomy(rng) if anatomy is None else anatomy
-    factor = min(1.0, _RENDER_SIZE / max(shape))
-    work_shape = (max(16, round(shape[0] * factor)), max(16, round(shape[1] * factor)))
+    work_shape = _render_shape(shape)
     # Every random field is drawn whatever the scores, so that the scores change nothing but the opacities.
     textures = (
         _smooth_field(rng, work_shape, sigma=0.8),
         ndtr(_smooth_field(rng, work_shape, sigma=3.0)),  # uniform marginals: thresholds are coverage fractions
-        ndtr(_smooth_field(rng, work_shape, sigma=0.5)),
+        ndtr(_smooth_field(rng, work_shape, sigma=0.4)),
     )
     if work_shape == shape:
-        image, lungs = _render(anatomy, shape, scores, textures, opacity)
-        return image, lungs
+        return _render(anatomy, shape, scores, textures, opacity)
     if opacity is not None:
         opacity = _resize(opacity, work_shape)
     image, _ = _render(anatomy, work_shape, scores, textures, opacity)
@@ -375,7 +417,7 @@ def _render(
     markings, patches, reticular = textures
     u, v = _thorax_frame(anatomy, shape)
     fields, depths = _lungs(anatomy, u, v)
-    shoulders = _quarter_circle((v - anatomy.shoulder_row) / 0.16)
+    shoulders = _quarter_circle((v - anatomy.shoulder_row) / 0.2)
     waist = 1 - 0.08 * np.clip((v - max(anatomy.lung_base)) / 0.3, 0.0, 1.0)
     half_width = anatomy.body_half_width * (0.25 + 0.75 * shoulders) * waist
     body = np.sqrt(np.clip(1 - np.abs(u / half_width) ** 3, 0.0, 1.0))
@@ -401,9 +443,11 @@ def _render(
     )
     vessels = (0.07 + 0.35 * hila) * (1 + 0.5 * markings)
     lung_air = air * (1 - np.clip(vessels, 0.0, 0.6)) - filled
+    above_diaphragm = np.clip((min(anatomy.lung_base) - 0.04 - v) / 0.04, 0.0, 1.0)
+    retrocardiac = 0.2 * np.sqrt(_heart(anatomy, u, v)) * above_diaphragm  # lung behind the heart
     attenuation = (
         anatomy.soft_tissue * body
-        + 0.12 * _heart(anatomy, u, v)
+        - anatomy.lung_air * retrocardiac
         - anatomy.lung_air * np.clip(lung_air, 0.0, 1.0)
         - 0.25 * trachea
         + anatomy.bone * _bone(anatomy, u, v) * (body > 0)

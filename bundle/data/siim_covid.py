@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
 from bundle.data.datalist import (
     AdapterResult,
@@ -37,10 +35,12 @@ from bundle.data.datalist import (
     collect_rows,
     load_datalist,
     read_table,
+    readable_dicom,
     rejected_report_path,
     write_datalist,
     write_rejected,
 )
+from bundle.data.dicom import read_cxr_header
 from bundle.data.splits import assign_folds, cv_split
 
 __all__ = ["APPEARANCE_CLASSES", "APPEARANCE_COLUMNS", "parse_boxes", "prepare_siim_covid", "siim_split"]
@@ -199,19 +199,16 @@ def _locate(image: str, study: str, index: Mapping[str, list[Path]]) -> Path:
     raise RowRejected("missing_file", f"no train/{study}/<series>/{image}.dcm")
 
 
-def _check_dicom(path: Path, boxes: list[list[float]]) -> None:
-    """Read the header only: the file must be a DICOM image, and every box must overlap it.
+def _check_boxes_in_image(path: Path, boxes: list[list[float]]) -> None:
+    """Refuse boxes that do not overlap the stored image (its header's Rows and Columns): wrong coordinates.
 
     Raises:
-        RowRejected: ``not_dicom``, ``no_image`` or ``bad_boxes``.
+        RowRejected: ``bad_boxes``.
     """
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError) as error:
-        raise RowRejected("not_dicom", f"{path} cannot be read as DICOM ({error})") from error
-    rows, columns = header.get("Rows"), header.get("Columns")
-    if not rows or not columns:
-        raise RowRejected("no_image", f"{path} has no Rows/Columns: not an image")
+    if not boxes:
+        return
+    header = read_cxr_header(path)
+    rows, columns = int(header.Rows), int(header.Columns)
     for x, y, width, height in boxes:
         if x >= columns or y >= rows or x + width <= 0 or y + height <= 0:
             raise RowRejected("bad_boxes", f"box {[x, y, width, height]} lies outside the {columns}x{rows} image")
@@ -225,9 +222,10 @@ def prepare_siim_covid(
     Rejection kinds: ``bad_id``, ``duplicate_study``, ``bad_study_label`` (not exactly one-hot) for study rows;
     ``bad_id``, ``duplicate_image``, ``unknown_study`` (absent or rejected), ``bad_boxes``, ``bad_label``,
     ``label_mismatch`` (``label`` and ``boxes`` disagree, or boxes on a negative study), ``missing_file``,
-    ``wrong_folder``, ``duplicate_file``, ``not_dicom``, ``no_image`` for image rows. Every image row becomes a
-    record or a rejection, and a rejected study row is one more rejection, so
-    ``rows_read == len(records) + len(rejected)``.
+    ``wrong_folder``, ``duplicate_file``, ``unreadable_file`` (the bundle's DICOM reader refuses it) for image rows.
+    Every image row becomes a record or a rejection, and a rejected study row is one more rejection, so
+    ``rows_read == len(records) + len(rejected)``. Every accepted image is decoded once here, so that none fails
+    during training.
 
     Args:
         root: the folder holding the two CSVs and ``train/``.
@@ -260,7 +258,8 @@ def prepare_siim_covid(
         boxes = parse_boxes(cells["boxes"])
         _check_label_agrees(boxes, cells["label"], appearance)
         path = _locate(image, study, index)
-        _check_dicom(path, boxes)
+        readable_dicom(path)
+        _check_boxes_in_image(path, boxes)
         opacity_boxes = boxes if boxes or appearance == 0 else None
         return {
             "image": str(path),

@@ -161,69 +161,37 @@ class Acquisition:
         return CR_IMAGE_STORAGE if self.modality == "CR" else DX_IMAGE_STORAGE_FOR_PRESENTATION
 
 
-#: Fictional manufacturers and their protocols (a CR and a DX device each, or two DX). Together they cover every
-#: decoding case the reader must handle, and their detectors differ in contrast, noise and blur.
+#: Fictional manufacturers and their protocols (two devices each). Together they cover every decoding case the
+#: reader must handle, and their detectors differ in contrast, noise and blur. The blur is in pixels of a 512-pixel
+#: image; the demo generator scales it with the size of the image it renders.
+# fmt: off
 MANUFACTURER_PROTOCOLS: dict[str, tuple[Acquisition, ...]] = {
     "Borealis Medical": (
-        Acquisition("CR", "Borealis Medical", "MONOCHROME1", 12, window=(0.5, 1.1), gamma=0.9, noise=0.012, blur=0.8),
-        Acquisition("DX", "Borealis Medical", "MONOCHROME2", 14, spacing="imager", gamma=1.1, noise=0.008, blur=0.5),
+        Acquisition("CR", "Borealis Medical", "MONOCHROME1", 12, window=(0.5, 1.1),
+                    gamma=0.9, noise=0.012, blur=0.8),
+        Acquisition("DX", "Borealis Medical", "MONOCHROME2", 14, spacing="imager",
+                    gamma=1.1, noise=0.008, blur=0.5),
     ),
     "Meridian Imaging": (
-        Acquisition(
-            "CR",
-            "Meridian Imaging",
-            "MONOCHROME1",
-            10,
-            rescale_slope=2.0,
-            rescale_intercept=-100.0,
-            spacing="zero",
-            gamma=1.25,
-            noise=0.02,
-            blur=1.2,
-        ),
-        Acquisition("DX", "Meridian Imaging", "MONOCHROME2", 12, voi_lut=True, gamma=1.0, noise=0.01, blur=0.6),
-    ),  # fmt: skip
+        Acquisition("CR", "Meridian Imaging", "MONOCHROME1", 10, rescale_slope=2.0, rescale_intercept=-100.0,
+                    spacing="zero", gamma=1.25, noise=0.02, blur=1.2),
+        Acquisition("DX", "Meridian Imaging", "MONOCHROME2", 12, voi_lut=True,
+                    gamma=1.0, noise=0.01, blur=0.6),
+    ),
     "Halcyon Systems": (
-        Acquisition(
-            "DX",
-            "Halcyon Systems",
-            "MONOCHROME2",
-            16,
-            window=(0.5, 1.05),
-            voi_lut=True,
-            spacing="imager",
-            gamma=0.85,
-            noise=0.006,
-            blur=0.4,
-        ),
-        Acquisition(
-            "CR",
-            "Halcyon Systems",
-            "MONOCHROME2",
-            15,
-            rescale_slope=0.5,
-            rescale_intercept=1024.0,
-            spacing="missing",
-            gamma=1.15,
-            noise=0.015,
-            blur=1.0,
-        ),
-    ),  # fmt: skip
+        Acquisition("DX", "Halcyon Systems", "MONOCHROME2", 16, window=(0.5, 1.05), voi_lut=True, spacing="imager",
+                    gamma=0.85, noise=0.006, blur=0.4),
+        Acquisition("CR", "Halcyon Systems", "MONOCHROME2", 15, rescale_slope=0.5, rescale_intercept=1024.0,
+                    spacing="missing", gamma=1.15, noise=0.015, blur=1.0),
+    ),
     "Aurora Diagnostics": (
-        Acquisition(
-            "CR",
-            "Aurora Diagnostics",
-            "MONOCHROME1",
-            13,
-            rescale_intercept=-4096.0,
-            window=(0.45, 1.2),
-            gamma=1.35,
-            noise=0.025,
-            blur=1.5,
-        ),
-        Acquisition("DX", "Aurora Diagnostics", "MONOCHROME1", 16, voi_lut=True, gamma=0.95, noise=0.009, blur=0.5),
-    ),  # fmt: skip
+        Acquisition("CR", "Aurora Diagnostics", "MONOCHROME1", 13, rescale_intercept=-4096.0, window=(0.45, 1.2),
+                    gamma=1.35, noise=0.025, blur=1.5),
+        Acquisition("DX", "Aurora Diagnostics", "MONOCHROME1", 16, voi_lut=True,
+                    gamma=0.95, noise=0.009, blur=0.5),
+    ),
 }
+# fmt: on
 
 
 def acquisition_variants() -> list[Acquisition]:
@@ -375,6 +343,10 @@ def write_cxr_dicom(
     if acquisition.modality == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
         ds.ImageLaterality = "U"
+        ds.DetectorType = "SCINTILLATOR"
+        ds.PixelIntensityRelationship = "LIN"
+        # +1: lower stored values mean less beam intensity (air, most intensity, is stored bright in MONOCHROME1)
+        ds.PixelIntensityRelationshipSign = 1 if acquisition.photometric == "MONOCHROME1" else -1
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = acquisition.photometric
     ds.Rows, ds.Columns = stored.shape
@@ -464,7 +436,6 @@ _ZONE_BIAS = np.array([-0.5, 0.0, 0.35, -0.5, 0.0, 0.35])  # COVID pneumonia fav
 _ZONE_NOISE = 0.55
 # P(SEVERE) = logistic(intercept + b_visible * z(visible severity) + b_age * (age - 65) / 10 + b_hidden * hidden).
 _PROGNOSIS = {"intercept": -0.25, "visible": 1.6, "age": 0.45, "hidden": 0.8}
-_CLINICAL_COLUMNS = ("Temp_C", "Cough", "Dyspnoea", "WBC", "CRP", "LDH", "D_dimer", "PaO2", "SaO2")
 _COMORBIDITIES = ("Hypertension", "Diabetes", "Cardiovascular_Disease")
 _STUDY_PERIOD = (date(2020, 3, 1), 420)  # first study date and the span in days
 _TOKEN_ALPHABET = np.array(list("ABCDEFGHJKLMNPQRSTUVWXYZ23456789"))
@@ -577,15 +548,8 @@ def _plan_aiforcovid(seed: int, size: DemoSize) -> tuple[list[_Case], pd.DataFra
             sheet.append(row)
             shape = _shape(rng, size.long_side, portrait=0.7)
             token = _token(rng, used)
-            header = _header(
-                rng,
-                token,
-                age,
-                sex,
-                int(rng.integers(0, _STUDY_PERIOD[1])),
-                f"SYNTH HOSPITAL {centre}",
-                f"aiforcovid/{seed}/{name}",
-            )
+            day = int(rng.integers(0, _STUDY_PERIOD[1]))
+            header = _header(rng, token, age, sex, day, f"SYNTH HOSPITAL {centre}", f"aiforcovid/{seed}/{name}")
             cases.append(
                 _Case(
                     dicom=f"AIforCOVID/imgs/{name}.dcm",

@@ -46,8 +46,10 @@ __all__ = [
     "ScanPlan",
     "generate_ct_demo_data",
     "plan_scan",
+    "ras_affine",
     "render_scan",
     "scan_labels",
+    "write_dicom_series",
 ]
 
 DATASET_FOLDER = "HUST19"
@@ -64,7 +66,7 @@ FINE_VOXEL_MM = 4.0  # the anatomy is drawn on a grid at least this fine, then a
 MILD_BELOW = 0.01
 SEVERE_FROM = 0.12
 CRITICAL_FROM = 0.30
-MORBIDITY_SEVERITY = {"Control": 0, "Suspected": 0, "Mild": 1, "Regular": 1, "Severe": 2, "Critically ill": 2}
+MORBIDITIES = ("Control", "Suspected", "Mild", "Regular", "Severe", "Critically ill")
 
 # Label noise of the cohort (docs/covid_mtl_ct.md, Data).
 INFECTED_SHARE = 0.55
@@ -224,27 +226,30 @@ def _grid(size: CTDemoSize) -> tuple[tuple[np.ndarray, ...], int, tuple[float, .
 def _segment_distance(points: tuple[np.ndarray, ...], start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Distance (mm) of every grid point to the segment ``start``-``end``."""
     direction = end - start
-    t = sum((p - s) * d for p, s, d in zip(points, start, direction, strict=True)) / max(float(direction @ direction), 1e-9)
-    t = np.clip(t, 0.0, 1.0)
+    along = sum((p - s) * d for p, s, d in zip(points, start, direction, strict=True))
+    t = np.clip(along / max(float(direction @ direction), 1e-9), 0.0, 1.0)  # nearest point's place on the segment
     return np.sqrt(sum((p - s - t * d) ** 2 for p, s, d in zip(points, start, direction, strict=True)))
 
 
 def _draw_tube(
-    hu: np.ndarray, grid: tuple[np.ndarray, ...], start: Sequence[float], end: Sequence[float], radius: float, value: float
+    hu: np.ndarray,
+    grid: tuple[np.ndarray, ...],
+    start: Sequence[float],
+    end: Sequence[float],
+    radius: float,
+    value: float,
 ) -> np.ndarray:
     """Set ``value`` inside a capsule of ``radius`` mm around a segment; returns the capsule's mask."""
     start, end = np.asarray(start, float), np.asarray(end, float)
-    box = []
-    for axis, coords in enumerate(grid):
-        c = coords.ravel()
-        lo, hi = min(start[axis], end[axis]) - radius, max(start[axis], end[axis]) + radius
-        box.append(slice(int(np.searchsorted(c, lo)), int(np.searchsorted(c, hi, side="right"))))
+    axes = [coords.ravel() for coords in grid]
+    box = tuple(
+        slice(int(np.searchsorted(c, min(a, b) - radius)), int(np.searchsorted(c, max(a, b) + radius, side="right")))
+        for c, a, b in zip(axes, start, end, strict=True)
+    )  # only the capsule's bounding box is computed
     mask = np.zeros(hu.shape, dtype=bool)
     if any(b.start >= b.stop for b in box):
         return mask
-    local = tuple(coords[tuple(b if a == axis else slice(None) for a in range(3))] for axis, (coords, b) in
-                  enumerate(zip(grid, box, strict=True)))  # fmt: skip
-    inside = _segment_distance(local, start, end) <= radius
+    inside = _segment_distance(np.ix_(*(c[b] for c, b in zip(axes, box, strict=True))), start, end) <= radius
     hu[tuple(box)][inside] = value
     mask[tuple(box)] = inside
     return mask
@@ -266,7 +271,9 @@ def _vessel_tree(
     return segments
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_mm: float, voxel: Sequence[float]) -> np.ndarray:
+def _smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma_mm: float, voxel: Sequence[float]
+) -> np.ndarray:
     """Gaussian-filtered white noise with unit standard deviation and a correlation length of ``sigma_mm``."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), [sigma_mm / v for v in voxel], mode="wrap")
     return field / max(float(field.std()), 1e-9)
@@ -309,12 +316,20 @@ def _anatomy(plan: ScanPlan, grid: tuple[np.ndarray, ...]) -> tuple[np.ndarray, 
     hu[below & (x <= -15.0)] = 42.0  # spleen and stomach under the left one
     hu[heart] = 40.0
     hu[lungs] = plan.lung_hu
-    landmarks = {"spine_y": spine_y, "cav_a": cav_a, "cav_b": cav_b, "recess": recess, "apex": apex,
-                 "aorta": aorta_c, "heart_top": heart_c[2] + heart_r[2] * 0.6, "lung_cx": lung_cx}  # fmt: skip
+    landmarks = {
+        "spine_y": spine_y,
+        "cav_a": cav_a,
+        "cav_b": cav_b,
+        "recess": recess,
+        "apex": apex,
+        "aorta": aorta_c,
+        "heart_top": heart_c[2] + heart_r[2] * 0.6,
+        "lung_cx": lung_cx,
+    }
     return hu, labels, landmarks
 
 
-def _bones(plan: ScanPlan, hu: np.ndarray, grid: tuple[np.ndarray, ...], marks: dict[str, Any]) -> None:
+def _bones(hu: np.ndarray, grid: tuple[np.ndarray, ...], marks: dict[str, Any]) -> None:
     """Draw vertebrae (bodies, discs, canal, arches, processes), ribs with costal cartilage and the sternum."""
     x, y, z = grid
     sy, cav_a, cav_b = marks["spine_y"], marks["cav_a"], marks["cav_b"]
@@ -347,15 +362,15 @@ def _bones(plan: ScanPlan, hu: np.ndarray, grid: tuple[np.ndarray, ...], marks: 
 
 
 def _airways_and_vessels(
-    plan: ScanPlan, hu: np.ndarray, labels: np.ndarray, grid: tuple[np.ndarray, ...], marks: dict[str, Any],
-    rng: np.random.Generator,
-) -> None:  # fmt: skip
+    hu: np.ndarray, labels: np.ndarray, grid: tuple[np.ndarray, ...], marks: dict[str, Any], rng: np.random.Generator
+) -> None:
     """Draw the aorta, the pulmonary vessel trees (inside the lungs only), the trachea and the main bronchi."""
     top, sy = float(grid[2].max()), marks["spine_y"]
-    ax_, ay_ = marks["aorta"]
+    ax, ay = marks["aorta"]
     arch_z = marks["heart_top"] + 45.0
-    for start, end in [((ax_, ay_, marks["recess"]), (ax_, ay_, arch_z)), ((ax_, ay_, arch_z), (-5.0, 25.0, arch_z + 8)),
-                       ((-5.0, 25.0, arch_z + 8), (5.0, 35.0, marks["heart_top"] - 10.0))]:  # fmt: skip
+    descending, arch, ascending = (ax, ay, marks["recess"]), (ax, ay, arch_z), (-5.0, 25.0, arch_z + 8.0)
+    root = (5.0, 35.0, marks["heart_top"] - 10.0)
+    for start, end in ((descending, arch), (arch, ascending), (ascending, root)):
         labels[_draw_tube(hu, grid, start, end, 13.0, 40.0)] = 0
     vessels = np.full(hu.shape, np.nan, dtype=np.float32)
     carina = np.array([0.0, sy + 45.0, marks["heart_top"] + 15.0])
@@ -374,13 +389,19 @@ def _airways_and_vessels(
     hu[inside] = vessels[inside]
 
 
-def _lesions(plan: ScanPlan, hu: np.ndarray, labels: np.ndarray, grid: tuple[np.ndarray, ...], voxel: Sequence[float],
-             rng: np.random.Generator) -> tuple[float, float]:  # fmt: skip
+def _lesions(
+    plan: ScanPlan,
+    hu: np.ndarray,
+    labels: np.ndarray,
+    grid: tuple[np.ndarray, ...],
+    voxel: Sequence[float],
+    rng: np.random.Generator,
+) -> tuple[float, float]:
     """Ground glass and consolidation filling ``plan.target_burden`` of the lungs; returns (burden, consolidation)."""
     lungs = labels > 0
     if plan.lesion_cause == "none" or not lungs.any():
         return 0.0, 0.0
-    x, y, z = grid
+    _, y, z = grid
     field = _smooth_noise(rng, hu.shape, 14.0, voxel)
     if plan.lesion_cause == "covid":  # multifocal, bilateral, peripheral, posterior and basal
         depth = ndimage.distance_transform_edt(lungs, sampling=voxel)
@@ -427,9 +448,8 @@ def render_scan(plan: ScanPlan, size: CTDemoSize) -> tuple[np.ndarray, np.ndarra
     gravity = np.clip(-grid[1] / marks["cav_b"], -1.0, 1.0)  # dependent (posterior) lung is denser
     parenchyma = plan.lung_hu + 30.0 * gravity + 18.0 * _smooth_noise(rng, hu.shape, 4.0, voxel)
     hu[labels > 0] = parenchyma[labels > 0]
-    _airways_and_vessels(plan, hu, labels, grid, marks, rng)
-    _bones(plan, hu, grid, marks)
-    labels[(hu > 300.0) & (labels > 0)] = 0  # bone drawn over a lung edge is not lung
+    _airways_and_vessels(hu, labels, grid, marks, rng)
+    _bones(hu, grid, marks)
     burden, consolidation = _lesions(plan, hu, labels, grid, voxel, rng)
     block = (factor, factor, factor)
     volume = block_reduce(hu, block, np.mean)
@@ -537,6 +557,8 @@ def generate_ct_demo_data(out: str | os.PathLike[str], size: str = "small", seed
     masks = root / "synthetic" / "masks"
     masks.mkdir(parents=True, exist_ok=True)
     (root / "nifti").mkdir(exist_ok=True)
+    complete = root / "synthetic" / "complete.json"
+    complete.unlink(missing_ok=True)  # until every file of this cohort is written
     affine = ras_affine(spec)
     label_rows, latent_rows = [], []
     for index in range(spec.scans):
@@ -550,26 +572,24 @@ def generate_ct_demo_data(out: str | os.PathLike[str], size: str = "small", seed
             image.set_qform(affine, code=1)
             image.set_sform(affine, code=1)
             nib.save(image, path / f"{plan.patient}.nii.gz")
-        labels = scan_labels(plan, latents["burden"])
+        images = {"Series": f"dicom/{plan.patient}", "NIfTI": f"nifti/{plan.patient}.nii.gz"}
         label_rows.append(
-            {"PatientID": plan.patient, "Centre": plan.centre, **labels,
-             "Series": f"dicom/{plan.patient}", "NIfTI": f"nifti/{plan.patient}.nii.gz"}
-        )  # fmt: skip
-        hidden = {key: getattr(plan, key) for key in HIDDEN_CAUSES}
-        latent_rows.append({"PatientID": plan.patient, **latents, **hidden})
+            {"PatientID": plan.patient, "Centre": plan.centre, **scan_labels(plan, latents["burden"]), **images}
+        )
+        latent_rows.append({"PatientID": plan.patient, **latents, **{key: getattr(plan, key) for key in HIDDEN_CAUSES}})
     _write_csv(root / "labels.csv", label_rows)
     _write_csv(root / "synthetic" / "latents.csv", latent_rows)
-    rows = label_rows
+    pairs = [(row["NAT"], row["Radiology"]) for row in label_rows]
     summary = {
         "root": str(root),
         "size": size,
         "seed": seed,
         "scans": spec.scans,
-        "nat_positive": sum(r["NAT"] == "Positive" for r in label_rows),
-        "radiology_positive": sum(r["Radiology"] == "Positive" for r in label_rows),
-        "nat_positive_radiology_negative": sum((r["NAT"], r["Radiology"]) == ("Positive", "Negative") for r in rows),
-        "radiology_positive_nat_negative": sum((r["NAT"], r["Radiology"]) == ("Negative", "Positive") for r in rows),
-        "morbidity": {m: sum(r["Morbidity"] == m for r in label_rows) for m in MORBIDITY_SEVERITY},
+        "nat_positive": sum(nat == "Positive" for nat, _ in pairs),
+        "radiology_positive": sum(radiology == "Positive" for _, radiology in pairs),
+        "nat_positive_radiology_negative": pairs.count(("Positive", "Negative")),
+        "radiology_positive_nat_negative": pairs.count(("Negative", "Positive")),
+        "morbidity": {m: sum(row["Morbidity"] == m for row in label_rows) for m in MORBIDITIES},
     }
-    (root / "synthetic" / "complete.json").write_text(json.dumps(summary, indent=1))
+    complete.write_text(json.dumps(summary, indent=1))
     return summary

@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
-from skimage.draw import disk, line_aa
+from skimage.draw import bezier_curve, disk
 
 from bundle.data.phantom import Anatomy, lung_fields, make_phantom, sample_anatomy
 from bundle.data.siim_covid import (
     APPEARANCE_CLASSES,
     APPEARANCE_COLUMNS,
+    BOX_KEYS,
     IMAGE_SHEET,
     NO_OPACITY,
     STUDY_SHEET,
@@ -152,6 +153,66 @@ def _box(component: np.ndarray) -> list[float]:
     return [round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)]
 
 
+def _sigma(rng: np.random.Generator, lung: _LungGeometry, low: float, high: float) -> tuple[float, float]:
+    """Blob sigmas (rows, columns), fractions ``low``-``high`` of the lung height; a little narrower than tall."""
+    return rng.uniform(low, high) * lung.height, rng.uniform(0.7, 1.0) * rng.uniform(low, high) * lung.height
+
+
+def _typical(rng: np.random.Generator, sides: tuple[_LungGeometry, ...], texture: np.ndarray) -> list[np.ndarray]:
+    """Ground glass in both lungs (and 0-2 more patches), lower zone, against the chest wall."""
+    components = []
+    for side in [0, 1, *rng.integers(0, 2, size=rng.integers(0, 3))]:
+        lung = sides[side]
+        chest_wall = ndimage.distance_transform_edt(lung.field) <= 0.06 * texture.shape[1]
+        where = lung.field & (lung.zone >= 0.62) & (lung.lateral >= 0.55)
+        centre = _pick(rng, where & chest_wall, where)
+        components.append(rng.uniform(0.3, 0.5) * _blob(texture.shape, centre, _sigma(rng, lung, 0.08, 0.14)))
+    return [component * texture for component in components]
+
+
+def _indeterminate(
+    rng: np.random.Generator, sides: tuple[_LungGeometry, ...], texture: np.ndarray, pattern: str
+) -> list[np.ndarray]:
+    """Fainter ground glass: perihilar in one or both lungs, or 1-2 patches in one lung (upper zone or anywhere)."""
+    if pattern == "indeterminate_central":
+        lungs = [sides[side] for side in rng.permutation(2)[: rng.integers(1, 3)]]
+        zones, lateral = (0.3, 0.6), 0.45
+    else:
+        lungs = [sides[rng.integers(2)]] * int(rng.integers(1, 3))
+        zones, lateral = ((0.0, 0.3) if pattern == "indeterminate_upper" else (0.3, 0.9)), 1.0
+    components = []
+    for lung in lungs:
+        where = lung.field & (lung.zone >= zones[0]) & (lung.zone <= zones[1]) & (lung.lateral <= lateral)
+        centre = _pick(rng, where, lung.field)
+        components.append(rng.uniform(0.18, 0.3) * _blob(texture.shape, centre, _sigma(rng, lung, 0.06, 0.12)))
+    return [component * texture for component in components]
+
+
+def _lobar(rng: np.random.Generator, sides: tuple[_LungGeometry, ...], texture: np.ndarray) -> list[np.ndarray]:
+    """One dense consolidation filling one third (upper, middle or lower zone) of one lung."""
+    lung = sides[rng.integers(2)]
+    third = rng.integers(3)
+    band = lung.field & (lung.zone >= third / 3 - 0.04) & (lung.zone <= (third + 1) / 3 + 0.04)
+    smooth = ndimage.gaussian_filter(band.astype(np.float32), 0.015 * texture.shape[1])
+    return [rng.uniform(0.7, 0.9) * smooth / max(smooth.max(), 1e-12) * texture]
+
+
+def _nodular(rng: np.random.Generator, sides: tuple[_LungGeometry, ...], shape: tuple[int, int]) -> list[np.ndarray]:
+    """3-5 round dense nodules in the central part of either lung, apart so that each has its own box."""
+    radius = rng.uniform(0.025, 0.035) * shape[1]
+    rows, cols = np.ogrid[0 : shape[0], 0 : shape[1]]
+    free = np.ones(shape, dtype=bool)
+    components = []
+    for _ in range(rng.integers(3, 6)):
+        lung = sides[rng.integers(2)]
+        where = lung.field & (lung.zone >= 0.25) & (lung.zone <= 0.75) & (lung.lateral <= 0.55)
+        where &= ndimage.distance_transform_edt(lung.field) >= radius  # the whole nodule lies in the lung
+        centre = _pick(rng, where & free, lung.field)
+        free &= np.hypot(rows - centre[0], cols - centre[1]) > 3 * radius
+        components.append(rng.uniform(0.75, 0.95) * _nodule(shape, centre, radius))
+    return components
+
+
 def draw_appearance(
     rng: np.random.Generator, appearance: int, lungs: np.ndarray, anatomy: Anatomy
 ) -> tuple[np.ndarray, list[list[float]], str]:
@@ -174,72 +235,37 @@ def draw_appearance(
     if appearance not in PATTERNS:
         raise ValueError(f"appearance must be 0-3 ({', '.join(APPEARANCE_CLASSES)}), got {appearance!r}")
     pattern = str(rng.choice(PATTERNS[appearance]))
-    shape = lungs.shape
     if pattern == "negative":
-        return np.zeros(shape, dtype=np.float32), [], pattern
+        return np.zeros(lungs.shape, dtype=np.float32), [], pattern
     sides = _lung_geometry(lungs, anatomy)
-    texture = ndimage.gaussian_filter(rng.standard_normal(shape), 0.02 * shape[1])
+    texture = ndimage.gaussian_filter(rng.standard_normal(lungs.shape), 0.02 * lungs.shape[1])
     texture = 0.75 + 0.25 * (texture - texture.min()) / max(np.ptp(texture), 1e-12)  # patchy, never absent
-    components = []
-
-    def spread(lung: _LungGeometry, low: float, high: float) -> tuple[float, float]:
-        """Blob sigmas (rows, columns) drawn as fractions of the lung height."""
-        return rng.uniform(low, high) * lung.height, rng.uniform(0.7, 1.0) * rng.uniform(low, high) * lung.height
-
-    if pattern == "typical":  # both lungs, lower zone, against the chest wall
-        chosen = [0, 1, *rng.integers(0, 2, size=rng.integers(0, 3))]
-        for side in chosen:
-            lung = sides[side]
-            edge = ndimage.distance_transform_edt(lung.field) <= 0.06 * shape[1]
-            where = lung.field & (lung.zone >= 0.62) & (lung.lateral >= 0.55)
-            centre = _pick(rng, where & edge, where)
-            components.append(rng.uniform(0.3, 0.5) * _blob(shape, centre, spread(lung, 0.08, 0.14)) * texture)
-    elif pattern == "indeterminate_central":  # perihilar, one or both lungs
-        for side in rng.permutation(2)[: rng.integers(1, 3)]:
-            lung = sides[side]
-            where = lung.field & (lung.zone >= 0.3) & (lung.zone <= 0.6) & (lung.lateral <= 0.45)
-            centre = _pick(rng, where, lung.field)
-            components.append(rng.uniform(0.18, 0.3) * _blob(shape, centre, spread(lung, 0.07, 0.12)) * texture)
-    elif pattern in ("indeterminate_unilateral", "indeterminate_upper"):  # one lung
-        lung = sides[rng.integers(2)]
-        zones = (0.0, 0.3) if pattern == "indeterminate_upper" else (0.3, 0.9)
-        where = lung.field & (lung.zone >= zones[0]) & (lung.zone <= zones[1])
-        for _ in range(rng.integers(1, 3)):
-            centre = _pick(rng, where, lung.field)
-            components.append(rng.uniform(0.18, 0.3) * _blob(shape, centre, spread(lung, 0.06, 0.11)) * texture)
-    elif pattern == "atypical_lobar":  # one zone of one lung, nearly all air replaced
-        lung = sides[rng.integers(2)]
-        third = rng.integers(3)
-        band = lung.field & (lung.zone >= third / 3 - 0.04) & (lung.zone <= (third + 1) / 3 + 0.04)
-        smooth = ndimage.gaussian_filter(band.astype(np.float32), 0.015 * shape[1])
-        components.append(rng.uniform(0.7, 0.9) * smooth / max(smooth.max(), 1e-12) * texture)
-    else:  # atypical_nodular: 3-5 round dense nodules, central, either lung
-        radius = rng.uniform(0.025, 0.035) * shape[1]
-        rows, cols = np.ogrid[0 : shape[0], 0 : shape[1]]
-        free = np.ones(shape, dtype=bool)  # apart from the other nodules, so that each has its own box
-        for _ in range(rng.integers(3, 6)):
-            lung = sides[rng.integers(2)]
-            where = lung.field & (lung.zone >= 0.25) & (lung.zone <= 0.75) & (lung.lateral <= 0.55)
-            where &= ndimage.distance_transform_edt(lung.field) >= radius  # the nodule lies in the lung
-            centre = _pick(rng, where & free, lung.field)
-            free &= np.hypot(rows - centre[0], cols - centre[1]) > 3 * radius
-            components.append(rng.uniform(0.75, 0.95) * _nodule(shape, centre, radius))
+    if pattern == "typical":
+        components = _typical(rng, sides, texture)
+    elif pattern.startswith("indeterminate"):
+        components = _indeterminate(rng, sides, texture, pattern)
+    elif pattern == "atypical_lobar":
+        components = _lobar(rng, sides, texture)
+    else:
+        components = _nodular(rng, sides, lungs.shape)
     components = [component * lungs for component in components]
     boxes = [_box(component) for component in components if component.max() > 0]
     opacity = np.clip(np.sum(components, axis=0), 0.0, 1.0).astype(np.float32)
     return opacity, boxes, pattern
 
 
-def draw_ecg(rng: np.random.Generator, lungs: np.ndarray) -> np.ndarray:
+def draw_ecg(rng: np.random.Generator, lungs: np.ndarray, radiograph: np.ndarray) -> np.ndarray:
     """ECG electrodes and their leads, outside the lungs but inside the lungs' bounding box (so inside a lung crop).
 
     An electrode is a faint round pad with a bright metal snap; its lead sags from the snap to the bottom of the
     image. Both are blanked over the lungs, so that hiding the lungs leaves the shortcut whole and hiding everything
-    else removes it.
+    else removes it. Electrodes sit on the thinner soft tissue where they can (darker than the image's 80th
+    percentile): over the heart or the spine the preprocessing's percentile window would saturate them with it.
 
     Args:
         rng: random generator.
         lungs: ``(height, width)`` bool lung mask.
+        radiograph: the air-dark ``(height, width)`` radiograph the electrodes go on (only read).
 
     Returns:
         ``(height, width)`` float32 brightening (0 where there is nothing), added to the air-dark radiograph.
@@ -251,30 +277,25 @@ def draw_ecg(rng: np.random.Generator, lungs: np.ndarray) -> np.ndarray:
     inside_box = np.zeros_like(lungs)
     inside_box[rows.min() + margin : rows.max() - margin, cols.min() + margin : cols.max() - margin] = True
     where = inside_box & (ndimage.distance_transform_edt(~lungs) > radius + 0.01 * width)
+    visible = where & (radiograph < np.percentile(radiograph, 80))
     grid_rows, grid_cols = np.ogrid[0:height, 0:width]
     free = np.ones_like(lungs)
     overlay = np.zeros(lungs.shape, dtype=np.float32)
-    leads = np.zeros(lungs.shape, dtype=np.float32)
+    leads = np.zeros(lungs.shape, dtype=bool)
     for _ in range(rng.integers(2, 5)):
-        row, col = _pick(rng, where & free, where)
+        row, col = _pick(rng, visible & free, where)
         free &= np.hypot(grid_rows - row, grid_cols - col) > 3 * radius
         pad = disk((row, col), radius, shape=lungs.shape)
         overlay[pad] = np.maximum(overlay[pad], rng.uniform(0.06, 0.1))
-        snap = disk((row, col), 0.45 * radius, shape=lungs.shape)
+        snap = disk((row, col), 0.5 * radius, shape=lungs.shape)
         overlay[snap] = rng.uniform(0.45, 0.6)
-        # A quadratic Bezier curve from the snap down to the bottom edge, sagging sideways.
-        control = np.array([row + 0.5 * (height - row), col + rng.uniform(-0.2, 0.2) * width])
-        end = np.array([height - 1, col + rng.uniform(-0.25, 0.25) * width])
-        t = np.linspace(0.0, 1.0, 2 * height)[:, None]
-        points = (1 - t) ** 2 * np.array([row, col]) + 2 * (1 - t) * t * control + t**2 * end
-        points = np.rint(points).astype(int)
-        for (r0, c0), (r1, c1) in zip(points[:-1], points[1:], strict=True):
-            line_rows, line_cols, value = line_aa(r0, c0, r1, c1)
-            keep = (line_rows >= 0) & (line_rows < height) & (line_cols >= 0) & (line_cols < width)
-            leads[line_rows[keep], line_cols[keep]] = np.maximum(leads[line_rows[keep], line_cols[keep]], value[keep])
+        # The lead: a quadratic Bezier curve from the snap down to the bottom edge, sagging sideways.
+        control = (row + (height - row) // 2, col + int(rng.uniform(-0.2, 0.2) * width))
+        end = (height - 1, col + int(rng.uniform(-0.25, 0.25) * width))
+        leads[bezier_curve(row, col, *control, *end, weight=1.0, shape=lungs.shape)] = True
     thickness = max(1, round(0.005 * width))
-    leads = ndimage.grey_dilation(leads, size=(thickness, thickness)) * rng.uniform(0.2, 0.3)
-    overlay = np.maximum(overlay, leads)
+    leads = ndimage.binary_dilation(leads, np.ones((thickness, thickness), dtype=bool))
+    overlay = np.maximum(overlay, leads * rng.uniform(0.2, 0.3))
     overlay[ndimage.binary_dilation(lungs, iterations=2)] = 0.0
     return overlay.astype(np.float32)
 
@@ -301,7 +322,7 @@ def _uid(rng: np.random.Generator, taken: set[str]) -> str:
 
 def _boxes_cell(boxes: list[list[float]]) -> str:
     """The ``boxes`` cell of the Kaggle image sheet: a Python list of dicts, empty when there is none."""
-    return str([dict(zip(("x", "y", "width", "height"), box, strict=True)) for box in boxes]) if boxes else ""
+    return str([dict(zip(BOX_KEYS, box, strict=True)) for box in boxes]) if boxes else ""
 
 
 def _label_cell(boxes: list[list[float]]) -> str:
@@ -369,7 +390,7 @@ def generate_siim(out: str | os.PathLike[str], size: str = "small", seed: int = 
         ecg = bool(rng.random() < ECG_SHARE[appearance])
         if ecg:
             ecg_studies[APPEARANCE_CLASSES[appearance]] += 1
-            radiograph = np.clip(radiograph + draw_ecg(rng, lungs), 0.0, 1.0)
+            radiograph = np.clip(radiograph + draw_ecg(rng, lungs, radiograph), 0.0, 1.0)
         spacing = float(rng.uniform(350.0, 430.0)) / height  # a 35-43 cm field of view
         study_rows.append([f"{study}_study", *(int(appearance == k) for k in range(len(APPEARANCE_CLASSES)))])
         # A second image of the study (a repeat exposure) carries no boxes, as in the published data.

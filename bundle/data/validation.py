@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundle.atomic import write_text_atomic
 from bundle.data.datalist import load_datalist
 from bundle.data.dicom import SUPPORTED_MODALITIES, DicomInputError, read_cxr, read_cxr_header
-from bundle.engine.inference import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,10 @@ PROGNOSIS_CLASSES: tuple[int, ...] = (0, 1)
 """``prognosis`` values: 0 = MILD, 1 = SEVERE."""
 
 BRIXIA_ZONES = 6
+"""``brixia_zones`` holds one score per lung zone, A..F."""
+
 BRIXIA_ZONE_SCORES = range(4)
+"""Each zone's score: 0 (no lung abnormality) to 3 (prevalent consolidation)."""
 
 LISTED = 20
 """Findings named in a :class:`PreflightError`; the report holds all of them."""
@@ -84,6 +87,7 @@ class Finding:
         return self.check != "datalist" and bool(self.image)
 
     def __str__(self) -> str:
+        """``IMAGE: CHECK: REASON``, as logged and raised (the image left out when there is none)."""
         return ": ".join(part for part in (self.image, self.check, self.reason) if part)
 
 
@@ -218,7 +222,8 @@ def validate_datalists(
 
 def _read_datalists(datalists: Sequence[str | os.PathLike[str]]) -> tuple[list[Finding], list[_Row]]:
     """Read the datalists; one ``datalist`` finding for each that cannot be used, the records of the others."""
-    findings, rows = [], []
+    findings: list[Finding] = []
+    rows: list[_Row] = []
     for path in datalists:
         try:
             header, records = load_datalist(path)
@@ -237,7 +242,8 @@ def _read_datalists(datalists: Sequence[str | os.PathLike[str]]) -> tuple[list[F
 
 def _record_problems(row: _Row) -> list[Finding]:
     """The ``record`` findings of one record: image path, patient, labels and fold."""
-    record, reasons = row.record, []
+    record = row.record
+    reasons: list[str] = []
     if not row.image:
         reasons.append(f"no image path (image = {record.get('image')!r})")
     if row.patient is None:
@@ -262,7 +268,8 @@ def _is_one_of(value: Any, allowed: Collection[int]) -> bool:
 
 def _check_files(images: Sequence[str], modalities: Collection[str]) -> tuple[list[Finding], dict[str, str]]:
     """The ``exists`` and ``header`` findings of each image; the SOP Instance UID (or ``""``) of those that passed."""
-    findings, instances = [], {}
+    findings: list[Finding] = []
+    instances: dict[str, str] = {}
     for image in images:
         path = Path(image)
         if not path.exists():
@@ -292,7 +299,7 @@ def _decode_problems(image: str, modalities: Collection[str]) -> list[Finding]:
 
 def _duplicates(rows: Sequence[_Row], instances: Mapping[str, str]) -> list[Finding]:
     """Images listed again after their first listing, and files holding the SOP instance of an earlier file."""
-    findings = []
+    findings: list[Finding] = []
     first_listing: dict[str, str] = {}
     for row in rows:
         if row.image in first_listing:

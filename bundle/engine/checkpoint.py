@@ -6,7 +6,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.transforms import Randomizable, Transform
 
+from bundle.atomic import write_atomic
 from bundle.engine.distributed import unwrap_network
 
 logger = logging.getLogger(__name__)
@@ -28,18 +28,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     A kill at any moment leaves either the previous complete file or the new complete file, never a partial one
     (ignite's and MONAI's savers delete the previous file before writing a same-named new one).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

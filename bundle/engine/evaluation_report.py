@@ -15,7 +15,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from bundle import metrics, plots
-from bundle.engine.inference import write_text_atomic
+from bundle.atomic import write_text_atomic
 from bundle.tasks import Task, TaskSet
 
 logger = logging.getLogger(__name__)

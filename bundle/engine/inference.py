@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from monai.data import load_decathlon_datalist
 
+from bundle.atomic import write_text_atomic
 from bundle.data.dicom import DicomInputError
 from bundle.tasks import Task, TaskSet
 
@@ -85,21 +85,6 @@ def mark_duplicate_instances(rows: list[dict[str, Any]]) -> int:
     if marked:
         logger.warning(f"inference: {marked} file(s) repeat a SOP instance already seen; see the duplicate_of column")
     return marked
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def task_columns(task: Task, values: torch.Tensor) -> dict[str, Any]:

@@ -26,8 +26,9 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd
 from PIL import Image
 
+from bundle.atomic import write_text_atomic
 from bundle.engine.checkpoint import load_checkpoint
-from bundle.engine.inference import failure_reason, find_inputs, task_columns, write_text_atomic
+from bundle.engine.inference import failure_reason, find_inputs, task_columns
 from bundle.networks.multimix import CLASS_LOGITS, MASK_LOGITS
 from bundle.tasks import Task, TaskSet
 

@@ -22,7 +22,7 @@ from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, compute_confusion_matrix_metric, get_confusion_matrix
 
-from bundle.engine.inference import write_text_atomic
+from bundle.atomic import write_text_atomic
 from bundle.networks.multimix import CLASS_LOGITS, MASK_LOGITS
 
 __all__ = ["MetricsReport", "MultiMixMetrics"]

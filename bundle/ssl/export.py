@@ -19,6 +19,7 @@ from typing import Any
 from ignite.engine import Engine, Events
 from torch import nn
 
+from bundle.atomic import write_text_atomic
 from bundle.engine.checkpoint import atomic_save
 from bundle.networks.backbones import architecture_fingerprint, weights_sidecar
 
@@ -65,9 +66,7 @@ def save_backbone(
         **dict(extra or {}),
     }
     sidecar = weights_sidecar(path)
-    temporary = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(description, indent=1) + "\n")
-    os.replace(temporary, sidecar)
+    write_text_atomic(sidecar, json.dumps(description, indent=1) + "\n")
     return path
 
 
