@@ -22,7 +22,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_auc_sc
 
 from bundle.metrics import check_binary_inputs, expected_calibration_error
 
-__all__ = ["plot_confusion", "plot_reliability", "plot_roc"]
+__all__ = ["add_reliability_curve", "add_roc_curve", "plot_confusion", "plot_reliability", "plot_roc"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _add_roc_curve(ax: Axes, y: np.ndarray, p: np.ndarray, name: str, **style: object) -> None:
+def add_roc_curve(ax: Axes, y: np.ndarray, p: np.ndarray, name: str, **style: object) -> None:
     """Draw one ROC curve with its AUC in the legend, or a legend note when it is undefined.
 
     Args:
@@ -59,6 +59,27 @@ def _add_roc_curve(ax: Axes, y: np.ndarray, p: np.ndarray, name: str, **style: o
         return
     fpr, tpr, _ = roc_curve(y, p)
     ax.plot(fpr, tpr, label=f"{name} (AUC = {roc_auc_score(y, p):.3f}, n={y.size})", **style)
+
+
+def add_reliability_curve(
+    ax: Axes, y: np.ndarray, p: np.ndarray, name: str, n_bins: int = 10, **style: object
+) -> float:
+    """Draw one reliability curve (equal-width bins) and return its expected calibration error.
+
+    Args:
+        ax: matplotlib axes.
+        y: labels 0/1.
+        p: SEVERE probabilities.
+        name: legend name.
+        n_bins: number of equal-width bins on [0, 1].
+        **style: line style passed to ``ax.plot``.
+
+    Returns:
+        The ECE of the curve drawn (:func:`bundle.metrics.expected_calibration_error`).
+    """
+    frac_positive, mean_prob = calibration_curve(y, p, n_bins=n_bins, strategy="uniform", pos_label=1)
+    ax.plot(mean_prob, frac_positive, marker="o", label=name, **style)
+    return expected_calibration_error(y, p, n_bins=n_bins)
 
 
 def plot_roc(
@@ -87,13 +108,13 @@ def plot_roc(
     fig = Figure(figsize=(6, 6))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
-    _add_roc_curve(ax, y, p, label, color="black", linewidth=2.5)
+    add_roc_curve(ax, y, p, label, color="black", linewidth=2.5)
     if groups is not None:
         g = np.asarray(groups).astype(str)
         if g.shape != y.shape:
             raise ValueError(f"groups must have shape {y.shape}, got {g.shape}")
         for group in np.unique(g):
-            _add_roc_curve(ax, y[g == group], p[g == group], str(group), linewidth=1.2, alpha=0.8)
+            add_roc_curve(ax, y[g == group], p[g == group], str(group), linewidth=1.2, alpha=0.8)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (FPR)", ylabel="sensitivity (TPR)", title="ROC")
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize="small")
@@ -149,12 +170,10 @@ def plot_reliability(y_true: ArrayLike, prob: ArrayLike, path: str | os.PathLike
         The written PNG path.
     """
     y, p = check_binary_inputs(y_true, prob)
-    frac_positive, mean_prob = calibration_curve(y, p, n_bins=n_bins, strategy="uniform", pos_label=1)
-    ece = expected_calibration_error(y, p, n_bins=n_bins)
     fig = Figure(figsize=(6, 7))
     ax_curve, ax_hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax_curve.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
-    ax_curve.plot(mean_prob, frac_positive, marker="o", color="black", label="model")
+    ece = add_reliability_curve(ax_curve, y, p, "model", n_bins=n_bins, color="black")
     ax_curve.set(ylim=(0, 1), ylabel="observed fraction SEVERE", title=f"Reliability (ECE = {ece:.3f}, {n_bins} bins)")
     ax_curve.legend(loc="upper left", fontsize="small")
     ax_hist.hist(p, bins=np.linspace(0.0, 1.0, n_bins + 1), color="grey", edgecolor="black")
