@@ -19,11 +19,11 @@ from bundle.data.synthetic import GENERATED_MARKER
 ROOT = Path(__file__).resolve().parents[1]
 
 # Fits the 10-minute budget of `make demo` on 2 CPU cores; see docs/performance.md for what each costs.
-DEMO_NETWORK = ["--backbone", "resnet18", "--image_size", "128"]
+DEMO_NETWORK = ["--backbone", "resnet10", "--image_size", "64"]
 DEMO_TRAINING = [
-    "--max_epochs", "30",
+    "--max_epochs", "40",
     "--warmup_epochs", "5",
-    "--early_stop_patience", "10",
+    "--early_stop_patience", "15",
     "--batch_size", "32",
     "--num_workers", "2",
 ]  # fmt: skip

@@ -65,13 +65,13 @@ class StudyRunner:
         self.python = python
 
     def _config_files(self, workflow: str, run: Run) -> str:
-        """The ``--config_file`` value, files merged in order (``monai.bundle`` splits it at commas): the workflow
-        file, then the strategy's overrides when it has a file (MDMT is ``train.yaml`` itself)."""
+        """The ``--config_file`` list, merged in order: the workflow file, then the strategy's overrides when it has a
+        file (MDMT is ``train.yaml`` itself). Written as a JSON list, which python-fire reads back as a list."""
         files = [f"configs/{workflow}.yaml"]
         strategy_file = f"configs/strategies/{run.strategy}.yaml"
         if (self.bundle_root / strategy_file).is_file():
             files.append(strategy_file)
-        return ",".join(files)
+        return json.dumps(files)
 
     def _common(self, run: Run) -> list[str]:
         """Overrides shared by training and evaluation: the unit as bundle root, the split, backbone and data."""

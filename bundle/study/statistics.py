@@ -58,7 +58,7 @@ def _paired_t(differences: np.ndarray, direction: str) -> dict[str, Any]:
         return _skipped(
             method, f"all differences are equal ({differences[0]:+.3f}): no variance, the t statistic is undefined"
         )
-    result = stats.ttest_rel(differences, np.zeros_like(differences), alternative="greater")
+    result = stats.ttest_1samp(differences, 0.0, alternative="greater")  # the paired test, on the differences
     return {"method": method, "statistic": float(result.statistic), "p": float(result.pvalue), "note": ""}
 
 
