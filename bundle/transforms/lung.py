@@ -23,7 +23,7 @@ from monai.data import MetaTensor
 from monai.transforms import BorderPad, MapTransform, Resize, SpatialCrop, Transform
 from monai.utils import MetaKeys, TransformBackends, convert_to_tensor, ensure_tuple_rep
 from scipy import ndimage as ndi
-from skimage import filters, measure, morphology
+from skimage import filters, measure, morphology, segmentation
 
 __all__ = [
     "FALLBACK_BOX",
@@ -53,6 +53,10 @@ _CLOSE_RADIUS = 15  # fills notches up to ~30 px that opacities bite into the lu
 _FRAGMENT_AREA = 0.001  # smallest dark piece of a broken-up lung, as a fraction of the image
 _FRAGMENT_ROWS = (0.1, 0.8)  # rows, as fractions of the height, where such pieces may lie
 _HULL_COVERAGE = 0.5  # below this coverage of the pieces' convex hull by the largest piece, use the hull
+_MIRROR_RATIO = 0.6  # a lung smaller than this fraction of its mirrored partner is completed with the mirror image
+_FAINT_OUTLINE = 0.25  # a lung whose outline edge is below this fraction of the other lung's is not a lung
+_REFINE_BAND = 10  # the watershed may move the lung border up to ~10 px (4% of the working size) outwards
+_MARKER_EROSION = 3  # the lung markers of the watershed: the lungs eroded by this radius
 
 
 class LungFieldMask(Transform):
@@ -72,15 +76,21 @@ class LungFieldMask(Transform):
        on strong edges only while it follows the lung border, not once it spreads into soft tissue;
     4. patchy consolidation breaks a lung into dark pieces: the other dark pieces on the lung's side are added to it,
        and when the largest piece covers less than half of the convex hull of all of them, the hull is the lung;
-    5. if only one lung is found (e.g. a lung whitened by consolidation or effusion), mirror it about the midline,
-       so that the lung box still spans both sides of the chest;
+    5. symmetry: a lung that is not found (e.g. whitened by consolidation or effusion) is the mirror image of the
+       other about the midline, and a lung smaller than 0.6 of its mirrored partner is the convex hull of itself
+       and that mirror image, so that a whited-out zone is not cut off;
     6. per lung, close, keep the largest part, open and fill holes, so that opacities (the very findings the model
        must see) do not punch holes or notches into the mask;
-    7. upsample the mask to the full image size (bilinear, then 0.5 threshold, for smooth edges).
+    7. move the border onto the strongest edges with a marker-controlled watershed of the gradient magnitude: the
+       eroded lungs are the lung markers, everything more than 10 px outside the lungs and their mirrored
+       partners' convex hull is background; this recovers the thin, brighter bases and costophrenic angles that a
+       dark threshold cuts off;
+    8. upsample the mask to the full image size (bilinear, then 0.5 threshold, for smooth edges).
 
-    Limitation: a lung region made as dense as soft tissue by consolidation is not dark; when it is a whole zone
-    (e.g. a white lower lung) it is left out of the mask. The other lung and the crop margin usually still keep it
-    inside the lung box (see ``scripts/lung_dice.py``, which reports the crop's lung coverage).
+    Limitations: when both lungs are largely opacified, neither side nor its mirror shows the whole lung and the
+    mask keeps only the dark parts (plus the watershed band); the mirror image of the patient's right lung can
+    spill into the heart on the patient's left. The lung box and its margin usually still keep the lungs (see
+    ``scripts/lung_dice.py``, which reports the crop's lung coverage).
 
     When no component passes the checks (a blank or constant image, a failed exposure, no dark region enclosed by
     brighter tissue), the mask is the central :data:`FALLBACK_BOX` and the output's meta-data carries
@@ -203,18 +213,90 @@ def _segment_lungs(image: np.ndarray) -> np.ndarray:
             score = lung.sum() * edges[lung & ~ndi.binary_erosion(lung)].mean()
             if side not in best or score > best[side][0]:
                 best[side] = (score, lung, fragments)
-    lungs = [_complete_lung(lung, fragments) for _, lung, fragments in best.values()]
-    if len(lungs) == 1:  # one lung found: its mirror image about the midline stands in for the other
-        source = 2 * midline - np.arange(x.shape[1])
-        inside = (source >= 0) & (source < x.shape[1])
-        lungs.append(np.zeros_like(lungs[0]))
-        lungs[1][:, inside] = lungs[0][:, source[inside]]
+    if len(best) == 2:  # a "lung" whose outline is much fainter than the other's is noise in a whited-out side
+        strength = {side: score / lung.sum() for side, (score, lung, _) in best.items()}
+        best = {side: b for side, b in best.items() if strength[side] >= _FAINT_OUTLINE * strength[1 - side]}
+    lungs = {side: _complete_lung(lung, fragments) for side, (_, lung, fragments) in best.items()}
+    if not lungs:
+        return np.zeros(image.shape, dtype=bool)
+    found = set(lungs)
+    lungs, envelope = _complete_by_symmetry(lungs, midline)
     mask = np.zeros(image.shape, dtype=bool)
     for lung in lungs:  # each lung alone, so that closing never bridges the mediastinum
         closed = measure.label(morphology.isotropic_closing(lung, _CLOSE_RADIUS))
         largest = closed == np.argmax(np.bincount(closed.ravel(), minlength=2)[1:]) + 1
         mask |= ndi.binary_fill_holes(morphology.isotropic_opening(largest, _OPEN_RADIUS))
-    return mask
+    refined = _refine_border(edges, mask, envelope | mask)
+    if len(found) == 1:  # a lung with no dark trace has no border to refine: keep the plain mirror image
+        columns = np.arange(x.shape[1])[None, :]
+        stand_in = columns < midline if 0 not in found else columns >= midline
+        refined = np.where(stand_in, mask, refined)
+    return refined
+
+
+def _mirror(mask: np.ndarray, midline: int) -> np.ndarray:
+    """``mask`` reflected about the column ``midline`` (what falls outside the image is dropped)."""
+    source = 2 * midline - np.arange(mask.shape[1])
+    inside = (source >= 0) & (source < mask.shape[1])
+    mirrored = np.zeros_like(mask)
+    mirrored[:, inside] = mask[:, source[inside]]
+    return mirrored
+
+
+def _complete_by_symmetry(lungs: dict[int, np.ndarray], midline: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Complete opacified lungs with the contralateral lung reflected about the midline.
+
+    Args:
+        lungs: side (0 = image left, 1 = image right) -> lung estimate; one or both sides.
+        midline: column of the spine.
+
+    Returns:
+        ``(lungs, envelope)``: both lungs, where a missing lung is the mirror image of the other and a lung smaller
+        than ``_MIRROR_RATIO`` of its mirrored partner is the convex hull of itself and that mirror image; and, per
+        side, the convex hull of the lung and its mirrored partner (the region the lung's border may grow into).
+    """
+    shape = next(iter(lungs.values())).shape
+    own_side = {0: np.arange(shape[1])[None, :] < midline}
+    own_side[1] = ~own_side[0]
+    if len(lungs) == 1:  # one lung found: its mirror image about the midline stands in for the other
+        ((side, lung),) = lungs.items()
+        lungs[1 - side] = _mirror(lung, midline) & own_side[1 - side]
+    partners = {side: _mirror(lungs[1 - side], midline) & own_side[side] for side in (0, 1)}
+    completed, envelope = [], np.zeros(shape, dtype=bool)
+    for side in (0, 1):
+        lung, partner = lungs[side], partners[side]
+        hull = morphology.convex_hull_image(lung | partner) & own_side[side] if partner.any() else lung
+        completed.append(hull if lung.sum() < _MIRROR_RATIO * partner.sum() else lung)
+        envelope |= hull
+    return completed, envelope
+
+
+def _refine_border(edges: np.ndarray, mask: np.ndarray, envelope: np.ndarray) -> np.ndarray:
+    """Move the lung border onto the strongest edges: a marker-controlled watershed of the gradient magnitude.
+
+    The eroded lungs are the lung markers and everything farther than ``_REFINE_BAND`` pixels from ``envelope`` is
+    the background marker; the watershed places the border on the gradient ridge in between, which follows the
+    lung's outline even where the dark-threshold mask stops short of it (the thin, brighter costophrenic angles and
+    bases, and lung edges softened by ground glass). A lung whose new outline has a weaker mean edge than the old
+    one (a flat region without a lung border, e.g. a whited-out lung) keeps its old outline.
+    """
+    labels = measure.label(mask)
+    markers = np.where(morphology.isotropic_erosion(mask, _MARKER_EROSION), labels, 0)
+    if not markers.any():
+        return mask
+    background = labels.max() + 1
+    markers[~morphology.isotropic_dilation(envelope, _REFINE_BAND)] = background
+    basins = segmentation.watershed(edges, markers)
+    refined = np.zeros_like(mask)
+    for label in range(1, background):  # keep a new border only where it lies on stronger edges than the old one
+        before, after = labels == label, ndi.binary_fill_holes(basins == label)
+        refined |= after if after.any() and _border_edge(edges, after) >= _border_edge(edges, before) else before
+    return refined
+
+
+def _border_edge(edges: np.ndarray, region: np.ndarray) -> float:
+    """Mean gradient magnitude along the inner outline of ``region``."""
+    return float(edges[region & ~ndi.binary_erosion(region)].mean())
 
 
 class LungFieldMaskd(MapTransform):
