@@ -20,7 +20,7 @@ from conftest import ROOT, TINY_NETWORK, TINY_TRAINING, bundle_command
 
 pytestmark = pytest.mark.e2e
 
-SCHEMA = ROOT.parent / "shared" / "schemas" / "meta_schema_20240725.json"
+SCHEMA = ROOT / "schemas" / "meta_schema_20240725.json"
 
 
 def train(data: Path, out: Path, *extra: str, config: str = "configs/train.yaml") -> subprocess.CompletedProcess:
