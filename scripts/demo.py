@@ -32,6 +32,8 @@ DEMO_TRAINING = [
     "--batch_size", "32",
     "--num_workers", "2",
 ]  # fmt: skip
+# Inference runs on a folder of this many DICOMs (the evaluation step has already scored the whole test split).
+INBOX_SIZE = 16
 # --quick (tests, e.g. the PHI scan of every output): the smallest run that still goes through every step.
 QUICK_NETWORK = ["--backbone", "resnet10", "--image_size", "64"]
 QUICK_TRAINING = ["--max_epochs", "1", "--warmup_epochs", "0", "--batch_size", "8", "--num_workers", "0"]
@@ -47,6 +49,17 @@ def run(step: str, command: list[str]) -> float:
         print(f"demo: step '{step}' failed with exit status {completed.returncode}", file=sys.stderr)
         sys.exit(completed.returncode)
     return time.perf_counter() - start
+
+
+def inbox(data: Path, count: int = INBOX_SIZE) -> Path:
+    """A folder of DICOMs as a PACS export would deliver them: links to the first ``count`` AIforCOVID images."""
+    folder = data / "inbox"
+    folder.mkdir(exist_ok=True)
+    for image in sorted((data / "AIforCOVID" / "imgs").glob("*.dcm"))[:count]:
+        link = folder / image.name
+        if not link.exists():
+            link.symlink_to(image.resolve())
+    return folder
 
 
 def main() -> int:
@@ -92,7 +105,7 @@ def main() -> int:
         "infer on a folder of DICOMs",
         [
             *bundle, "inference", "--config_file", "configs/inference.yaml", *root_args, *network,
-            "--input", str(data / "AIforCOVID" / "imgs"), "--output_dir", str(out / "outputs" / "demo"),
+            "--input", str(inbox(data)), "--output_dir", str(out / "outputs" / "demo"),
         ],
     )  # fmt: skip
 
