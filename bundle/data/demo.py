@@ -9,7 +9,9 @@ generated: a missing datalist stops the run and says how to prepare it.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,6 +57,8 @@ def ensure_datalists(
         RuntimeError: the adapter accepted no record of the demo data (its rejected-rows report says why).
     """
     paths = {name: Path(path) for name, path in datalists.items()}
+    if demo:
+        _warn_other_size(Path(root), size)
     missing = {name: path for name, path in paths.items() if not path.is_file()}
     if not missing:
         return paths
@@ -82,3 +86,20 @@ def ensure_datalists(
                 report = rejected_report_path(path)
                 raise RuntimeError(f"no usable record in the demo dataset {root / DEMO_FOLDERS[name]}: see {report}")
     return paths
+
+
+def _warn_other_size(root: Path, size: str) -> None:
+    """Warn when ``root`` holds demo data of another size: it is used as it is, never silently replaced."""
+    marker = root / GENERATED_MARKER
+    if not marker.is_file():
+        return
+    try:
+        found = json.loads(marker.read_text()).get("size")
+    except (OSError, ValueError, AttributeError):
+        return
+    if found is not None and found != size:
+        warnings.warn(
+            f"{root} holds demo data of size {found!r}, not the requested {size!r}: using it as it is. Delete that "
+            f"folder or set dataset_dir to another one to generate the {size!r} data.",
+            stacklevel=3,
+        )
