@@ -8,8 +8,11 @@ label budgets, on synthetic SIIM-like data, every run a real ``monai.bundle run`
    the run named by ``--figures_for``);
 4. ``results.json`` and ``results.md`` (the table of docs/ssl.md) under ``--out``.
 
-Runs whose outputs exist are skipped, so an interrupted experiment continues where it stopped. Sized for a shared
-2-core CPU: a half-width ResNet-10 at 64 px, few epochs, model selection on part of the validation fold.
+A training that finished leaves a marker (``complete.json`` in its checkpoint folder) and is skipped; one that was
+killed resumes from its last checkpoint; an evaluation with ``metrics.json`` is skipped. The fine-tuning seeds are
+the outer loop, so an experiment stopped early still holds every cell for the seeds it finished (rerun it with
+those seeds to build the table). Sized for a shared 2-core CPU: a half-width ResNet-10 at 64 px, few epochs, model
+selection on part of the validation fold.
 Usage::
 
     nice -n 10 python scripts/ssl_experiment.py --out runs/ssl_experiment --figures docs/ssl
@@ -35,11 +38,20 @@ INITS = ("none", "moco", "inpainting")
 MODES = ("single", "multi")
 
 
+def train(args: list[str], ckpt_dir: Path, log: Path) -> None:
+    """Run a training (resuming a killed one) unless its completion marker exists; write the marker when it ends."""
+    marker = ckpt_dir / "complete.json"
+    if marker.exists():
+        return
+    run([*args, "--ckpt_dir", str(ckpt_dir), "--resume", "True"], log)
+    marker.write_text(json.dumps({"command": args}) + "\n")
+
+
 def run(args: list[str], log: Path) -> None:
-    """Run a command from the bundle root, its output to ``log``; raise with the log's tail when it fails."""
+    """Run a command from the bundle root, its output appended to ``log``; raise with the log's tail when it fails."""
     log.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    with open(log, "w") as f:
+    with open(log, "a") as f:
         completed = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env={**os.environ})
     print(f"  {time.time() - start:6.0f} s  {log.name}", flush=True)
     if completed.returncode != 0:
@@ -79,30 +91,29 @@ def main(argv: list[str] | None = None) -> int:
     # The MoCo queue must stay below the images seen per epoch, or an image's own older key is one of its negatives.
     method_args = {"moco": ["--queue_size", str(args.queue_size)], "inpainting": []}
     for method, extra in method_args.items():
-        if not (out / "pretrain" / f"{method}_backbone.pt").exists():
-            run(
-                [*bundle, f"configs/ssl/{method}.yaml", *common, *extra, "--seed", str(args.seed),
-                 "--ckpt_dir", str(out / "pretrain"),
-                 "--output_dir", str(out / "tensorboard"), "--max_epochs", str(args.pretrain_epochs)],
-                out / "logs" / f"pretrain_{method}.log",
-            )  # fmt: skip
+        train(
+            [*bundle, f"configs/ssl/{method}.yaml", *common, *extra, "--seed", str(args.seed),
+             "--output_dir", str(out / "tensorboard" / method), "--max_epochs", str(args.pretrain_epochs)],
+            out / "pretrain" / method,
+            out / "logs" / f"pretrain_{method}.log",
+        )  # fmt: skip
 
     results = []
-    runs = [(b, i, m, s) for b in args.budgets for s in args.finetune_seeds for i in INITS for m in MODES]
+    runs = [(b, i, m, s) for s in args.finetune_seeds for b in args.budgets for i in INITS for m in MODES]
     for budget, init, mode, seed in runs:
         name = f"{init}_{mode}_{budget}_s{seed}"
         overrides = [*common, "--seed", str(seed), "--label_budget", str(budget)]
         overrides += ["--multitask", str(mode == "multi")]
         selection = ["--validate#data", f"$@splits['val'][:{args.val_images}]"]
         if init != "none":
-            overrides += ["--pretrained", str(out / "pretrain" / f"{init}_backbone.pt")]
+            overrides += ["--pretrained", str(out / "pretrain" / init / f"{init}_backbone.pt")]
         ckpt = out / "finetune" / name
-        if not (ckpt / "model.pt").exists():
-            run(
-                [*bundle, "configs/ssl/finetune.yaml", *overrides, *selection, "--ckpt_dir", str(ckpt),
-                 "--output_dir", str(out / "tensorboard" / name), "--max_epochs", str(args.finetune_epochs)],
-                out / "logs" / f"finetune_{name}.log",
-            )  # fmt: skip
+        train(
+            [*bundle, "configs/ssl/finetune.yaml", *overrides, *selection,
+             "--output_dir", str(out / "tensorboard" / name), "--max_epochs", str(args.finetune_epochs)],
+            ckpt,
+            out / "logs" / f"finetune_{name}.log",
+        )  # fmt: skip
         evaluation = out / "eval" / name
         if not (evaluation / "metrics.json").exists():
             figures = [] if name == args.figures_for else ["--no-figures"]

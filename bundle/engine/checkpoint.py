@@ -195,7 +195,11 @@ class TrainingCheckpointer:
             return
         if improved:
             atomic_save(self.network.state_dict(), self.best_path)
-            logger.info(f"epoch {epoch}: new best {self.key_metric}={self.sign * score:.4f}, saved {self.best_path}")
+            if self.evaluator is None:
+                logger.info(f"epoch {epoch}: no validation, saved the latest weights to {self.best_path}")
+            else:
+                best = f"{self.key_metric}={self.sign * score:.4f}"
+                logger.info(f"epoch {epoch}: new best {best}, saved {self.best_path}")
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         state["network"] = self.network.state_dict()
         state["trainer"] = {"epoch": epoch, "iteration": engine.state.iteration}
