@@ -55,6 +55,24 @@ def test_shards_partition_the_grid_and_keep_dependencies_together(count: int) ->
         parse_shard("4/3")
 
 
+def test_parallel_jobs_share_the_cores_between_subprocesses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--jobs 2`` on 4 cores gives each training 2 threads; a user's own OMP_NUM_THREADS wins."""
+    from bundle.study.runner import StudyRunner
+
+    runner = StudyRunner(StudySpec.from_mapping(GRID, base_dir=tmp_path), ROOT)
+    show = [sys.executable, "-c", "import os; print('threads', os.environ.get('OMP_NUM_THREADS'))"]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(StudyRunner, "run_unit", lambda self, unit: {unit: str(self._execute(show, tmp_path / unit))})
+    assert runner.run_units(["one", "two"], jobs=2) == {"one": "True", "two": "True"}
+    assert "threads 2" in (tmp_path / "one").read_text()
+    runner.run_units(["single"], jobs=1)
+    assert "threads None" in (tmp_path / "single").read_text()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    runner.run_units(["mine"], jobs=2)
+    assert "threads 3" in (tmp_path / "mine").read_text()
+
+
 def _pooled(values: dict[str, list[float]], protocol: str = "cv", metric: str = "accuracy") -> pd.DataFrame:
     rows = [
         {"strategy": s, "backbone": f"b{i}", "protocol": protocol, "metric": metric, "value": v}

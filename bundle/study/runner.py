@@ -63,6 +63,7 @@ class StudyRunner:
         self.spec = spec
         self.bundle_root = Path(bundle_root)
         self.python = python
+        self.threads: int | None = None  # OMP_NUM_THREADS of the subprocesses; set by run_units
 
     def _config_files(self, workflow: str, run: Run) -> str:
         """The ``--config_file`` list, merged in order: the workflow file, then the strategy's overrides when it has a
@@ -122,6 +123,8 @@ class StudyRunner:
             f.write(f"\n### {datetime.now(timezone.utc).isoformat(timespec='seconds')}  {' '.join(command)}\n")
             f.flush()
             env = dict(os.environ, PYTHONUNBUFFERED="1")
+            if self.threads is not None:
+                env.setdefault("OMP_NUM_THREADS", str(self.threads))
             completed = subprocess.run(command, cwd=self.bundle_root, stdout=f, stderr=subprocess.STDOUT, env=env)
         return completed.returncode == 0
 
@@ -171,13 +174,16 @@ class StudyRunner:
 
         Args:
             units: the units (a shard of the study).
-            jobs: units run in parallel; each training uses its own ``num_workers`` and threads besides.
+            jobs: units run in parallel; each training uses its own ``num_workers`` besides. With several jobs the
+                subprocesses get ``OMP_NUM_THREADS`` = cores / jobs unless it is set: torch starts one thread per
+                core in every process, so parallel trainings would otherwise oversubscribe the CPU.
 
         Returns:
             Run label -> ``ran``, ``skipped``, ``failed`` or ``blocked``.
         """
         if jobs < 1:
             raise ValueError(f"jobs must be >= 1, got {jobs}")
+        self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
         outcome: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             for result in pool.map(self.run_unit, units):
