@@ -502,8 +502,13 @@ def report(results: dict[str, Any]) -> str:
         f"MONAI {m['monai']}.",
         "",
         f"Load average (1, 5, 15 min) at the start: {results['load_start']}, at the end: {results['load_end']}. "
-        "The machine was shared: other processes were running, so absolute times are pessimistic; every figure is a "
-        "median over repeats measured in this one run, so ratios between figures are the meaningful part.",
+        + (
+            "The machine was shared: other processes were running, so absolute times are pessimistic; "
+            if results["load_start"][0] > m["cores"] / 2
+            else "The machine was otherwise idle at the start; "
+        )
+        + "every figure is a median over repeats measured in this one run, so ratios between figures are the "
+        "meaningful part.",
         "",
     ]
     if not m["gpu"]:
